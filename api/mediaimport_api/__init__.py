@@ -1,0 +1,1 @@
+"""The HTTP ingress that turns requests and webhooks into MediaImport resources."""

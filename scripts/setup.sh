@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Prepares a fresh Debian machine for mediaimport, idempotently:
+#   1. Debian packages (ffmpeg, PostgreSQL server binaries),
+#   2. a virtualenv at .venv with the project installed editable,
+#   3. the pinned Go binaries (etcd, Kubernetes, helm, versitygw), cached by version.
+# A second run takes seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+DEBIAN_PACKAGES=(ffmpeg postgresql iproute2)
+missing=()
+for p in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if (( ${#missing[@]} )); then
+  log "installing Debian packages: ${missing[*]}"
+  sudo_cmd=(); [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Reinstall only when the dependency list changed: pip resolving from scratch
+# costs tens of seconds even when everything is present.
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [[ ! -f $stamp ]]; then
+  [[ -x .venv/bin/python ]] || { log "creating .venv"; python3 -m venv .venv; }
+  log "installing Python packages into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  rm -f .venv/.installed-*; touch "$stamp"
+fi
+
+log "building pinned Go binaries (cached under ${MEDIAIMPORT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mediaimport})"
+scripts/build-binaries.sh >/dev/null
+log "ready"
