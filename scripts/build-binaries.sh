@@ -40,6 +40,8 @@ with_heartbeat() {
   fi
   rm -f "$logfile"
   log "$label: built in $((SECONDS - started)) s"
+  # Cold build times, for bench/controlplane.py.
+  printf '%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "${label%% (*}" "$((SECONDS - started))" >> "$CACHE_ROOT/build-times.tsv"
 }
 
 # A versioned binary is installed as $BIN_DIR/<name>-<version>, and

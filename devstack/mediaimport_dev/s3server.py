@@ -6,6 +6,7 @@ implements multipart uploads, copies and metadata the way the job uses them.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
@@ -83,11 +84,12 @@ class S3Server:
         while True:
             try:
                 client.list_buckets()
-                return
             except Exception as exc:
                 if time.monotonic() > deadline:
                     raise S3ServerError(f"versitygw does not answer S3 requests: {exc}") from exc
                 time.sleep(0.1)
+            else:
+                return
 
     def stop(self) -> None:
         if self.pid is not None:
@@ -119,10 +121,8 @@ class S3Server:
 
     def create_bucket(self, name: str) -> None:
         client = self.client()
-        try:
+        with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
             client.create_bucket(Bucket=name)
-        except client.exceptions.BucketAlreadyOwnedByYou:
-            pass
 
     def to_state(self) -> dict[str, Any]:
         state = asdict(self)

@@ -1,0 +1,234 @@
+"""Benchmark: the local control plane and the node agent (issue 3, "Benchmark — bench/").
+
+    python bench/controlplane.py            # build times, `up`, Job round trips, 50 Jobs at once
+    python bench/controlplane.py --cold     # also rebuild every binary into an empty cache
+                                            # (10-25 min on 2 cores; the Go module cache stays)
+
+* binary build, cold: the times `scripts/build-binaries.sh` recorded when it last really built
+  (`<cache>/build-times.tsv`), or measured now with `--cold`; warm: the script run again;
+* warm start of `mediaimport-dev up` (control plane, node agent, Postgres, S3) until it returns
+  ready, median of `--up-runs` (target <= 15 s);
+* round trip of a trivial Job (`true`) from create to the `Complete` condition, seen through a
+  watch, p50 of 20 (target <= 2 s);
+* 50 trivial Jobs created at once until all are `Complete` (jobs/s).
+
+Prints a table, then one JSON object as the last line of stdout. Missed targets are
+reported, not fatal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "devstack"))
+
+from mediaimport_dev.binaries import cache_root  # noqa: E402
+from mediaimport_dev.kube import Kube  # noqa: E402
+
+CLI = str(Path(sys.executable).parent / "mediaimport-dev")
+
+
+def build_times_recorded() -> dict[str, int]:
+    """Latest recorded cold build time per component (seconds)."""
+    times: dict[str, int] = {}
+    path = cache_root() / "build-times.tsv"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            _, label, seconds = line.split("\t")
+            times[label] = int(seconds)
+    return times
+
+
+def run_build(env: dict[str, str] | None = None) -> float:
+    started = time.monotonic()
+    subprocess.run(
+        [str(REPO / "scripts" / "build-binaries.sh")],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return time.monotonic() - started
+
+
+def cold_build() -> dict[str, int]:
+    with tempfile.TemporaryDirectory(prefix="mediaimport-cold-") as cache:
+        env = {**os.environ, "MEDIAIMPORT_CACHE": cache}
+        run_build(env)
+        previous, os.environ["MEDIAIMPORT_CACHE"] = os.environ.get("MEDIAIMPORT_CACHE"), cache
+        try:
+            return build_times_recorded()
+        finally:
+            if previous is None:
+                os.environ.pop("MEDIAIMPORT_CACHE")
+            else:
+                os.environ["MEDIAIMPORT_CACHE"] = previous
+
+
+def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, "--home", str(home), *args], capture_output=True, text=True, check=True
+    )
+
+
+def job(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "main", "image": "local", "command": ["true"]}],
+                }
+            },
+        },
+    }
+
+
+def complete(obj: dict[str, Any]) -> bool:
+    return any(
+        c["type"] == "Complete" and c["status"] == "True"
+        for c in obj.get("status", {}).get("conditions", [])
+    )
+
+
+def wait_complete(
+    kube: Kube, path: str, names: set[str], since_version: str, done: dict[str, float]
+) -> None:
+    """Record the time each named Job is seen Complete, through a watch."""
+    version = since_version
+    while names - done.keys():
+        for event in kube.watch(path, resource_version=version, timeout_seconds=120):
+            obj = event["object"]
+            version = obj["metadata"]["resourceVersion"]
+            name = obj["metadata"].get("name", "")
+            if name in names and name not in done and complete(obj):
+                done[name] = time.monotonic()
+                if not names - done.keys():
+                    return
+
+
+def round_trips(kube: Kube, ns: str, count: int) -> list[float]:
+    path = f"/apis/batch/v1/namespaces/{ns}/jobs"
+    times = []
+    for i in range(count):
+        name = f"rt-{i}"
+        started = time.monotonic()
+        created = kube.create(path, job(name))
+        done: dict[str, float] = {}
+        wait_complete(kube, path, {name}, created["metadata"]["resourceVersion"], done)
+        times.append(done[name] - started)
+    return times
+
+
+def burst(kube: Kube, ns: str, count: int) -> float:
+    path = f"/apis/batch/v1/namespaces/{ns}/jobs"
+    version = kube.get(path)["metadata"]["resourceVersion"]
+    started = time.monotonic()
+    names = set()
+    for i in range(count):
+        names.add(kube.create(path, job(f"burst-{i}"))["metadata"]["name"])
+    done: dict[str, float] = {}
+    wait_complete(kube, path, names, version, done)
+    return max(done.values()) - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cold", action="store_true", help="rebuild binaries in an empty cache")
+    parser.add_argument("--up-runs", type=int, default=3)
+    parser.add_argument("--round-trips", type=int, default=20)
+    parser.add_argument("--burst", type=int, default=50)
+    parser.add_argument("--max-pods", type=int, default=2, help="node agent's parallel pods")
+    args = parser.parse_args()
+
+    cold = cold_build() if args.cold else build_times_recorded()
+    warm_build = run_build()
+
+    up_times = []
+    with tempfile.TemporaryDirectory(prefix="mediaimport-bench-") as tmp:
+        home = Path(tmp) / "home"
+        try:
+            for i in range(args.up_runs):
+                if i:
+                    cli(home, "down")
+                started = time.monotonic()
+                cli(home, "up", "--max-pods", str(args.max_pods))
+                up_times.append(time.monotonic() - started)
+            kube = Kube.from_kubeconfig(home / "controlplane" / "kubeconfig")
+            ns = f"bench-{uuid.uuid4().hex[:6]}"
+            kube.create("/api/v1/namespaces", {"metadata": {"name": ns}})
+            trips = round_trips(kube, ns, args.round_trips)
+            burst_seconds = burst(kube, ns, args.burst)
+        finally:
+            subprocess.run([CLI, "--home", str(home), "down"], capture_output=True, check=False)
+
+    up = statistics.median(up_times)
+    p50 = statistics.median(trips)
+    p90 = statistics.quantiles(trips, n=10)[-1] if len(trips) >= 2 else p50
+    rate = args.burst / burst_seconds
+    rows = [
+        (
+            "binary build, cold (recorded)" if not args.cold else "binary build, cold",
+            ", ".join(f"{k} {v} s" for k, v in cold.items()) or "not recorded",
+            "",
+        ),
+        ("binary build, warm", f"{warm_build:.1f} s", ""),
+        (
+            f"mediaimport-dev up, warm (median of {len(up_times)})",
+            f"{up:.1f} s",
+            "<= 15 s " + ("ok" if up <= 15 else "MISSED"),
+        ),
+        (
+            f"Job create -> Complete, p50 of {len(trips)}",
+            f"{p50:.2f} s (p90 {p90:.2f} s)",
+            "<= 2 s " + ("ok" if p50 <= 2 else "MISSED"),
+        ),
+        (
+            f"{args.burst} Jobs at once -> all Complete",
+            f"{burst_seconds:.1f} s = {rate:.1f} jobs/s (max {args.max_pods} pods at once)",
+            "",
+        ),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for name, value, target in rows:
+        print(f"{name:<{width}}  {value:<40} {target}")
+    print(
+        json.dumps(
+            {
+                "bench": "controlplane",
+                "cold_build_seconds": cold,
+                "warm_build_seconds": round(warm_build, 2),
+                "up_warm_seconds": round(up, 2),
+                "up_runs_seconds": [round(t, 2) for t in up_times],
+                "job_round_trip_p50_seconds": round(p50, 3),
+                "job_round_trip_p90_seconds": round(p90, 3),
+                "burst_jobs": args.burst,
+                "burst_seconds": round(burst_seconds, 2),
+                "burst_jobs_per_second": round(rate, 2),
+                "max_pods": args.max_pods,
+                "targets_met": {"up": up <= 15, "round_trip": p50 <= 2},
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""The local stack as a list of components, each started, checked and stopped the same way.
+
+`mediaimport-dev up` starts the base components (control plane with its node agent,
+Postgres, S3) concurrently, then every extension in EXTENSIONS in order, with
+everything the earlier ones provide in a StackContext. State goes to
+`<home>/stack.json`, so `status`, `env`, `logs` and `down` work from any process.
+
+Extension point: the operator and the API each add a `Component` to EXTENSIONS
+(see the protocol below); `up`, `status`, `down` and `logs <name>` then cover them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import requests
+
+from mediaimport_dev.controlplane import ControlPlane
+from mediaimport_dev.kube import Kube, KubeError
+from mediaimport_dev.nodeagent import DEFAULT_NODE_NAME
+from mediaimport_dev.postgres import PostgresServer
+from mediaimport_dev.processes import log_tail, pid_alive, spawn, stop_group
+from mediaimport_dev.s3server import S3Server
+
+STATE_FILE = "stack.json"
+DEFAULT_BUCKET = "mediaimport"
+DEFAULT_NETWORKS = ("127.0.0.0/8",)
+
+State = dict[str, Any]
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("MEDIAIMPORT_DEV_HOME") or Path.cwd() / ".mediaimport-dev")
+
+
+@dataclass
+class StackContext:
+    """What the base components provide to the ones started after them."""
+
+    home: Path
+    allow_networks: list[str]
+    bucket: str = DEFAULT_BUCKET
+    max_pods: int = 2
+    # Environment for processes of the stack (KUBECONFIG, DATABASE_URL, AWS_*, ...).
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class Component(Protocol):
+    name: str
+
+    def up(self, ctx: StackContext) -> State:
+        """Start; return what down/healthy/describe need (JSON-serialisable)."""
+
+    def down(self, state: State) -> None: ...
+
+    def healthy(self, state: State) -> bool: ...
+
+    def describe(self, state: State) -> str:
+        """One line for `status`: pids, ports, URLs."""
+
+    def log_path(self, state: State) -> Path | None: ...
+
+
+class ControlPlaneComponent:
+    name = "controlplane"
+
+    def up(self, ctx: StackContext) -> State:
+        plane = ControlPlane(ctx.home / "controlplane", detached=True)
+        plane.start()
+        return {"dir": str(plane.state_dir)}
+
+    def _plane(self, state: State) -> ControlPlane | None:
+        return ControlPlane.load(Path(state["dir"]))
+
+    def down(self, state: State) -> None:
+        plane = self._plane(state)
+        if plane is not None:
+            plane.stop()
+
+    def healthy(self, state: State) -> bool:
+        plane = self._plane(state)
+        return plane is not None and plane.healthy()
+
+    def describe(self, state: State) -> str:
+        plane = self._plane(state)
+        if plane is None:
+            return "not running"
+        parts = [f"{c.name} pid {c.pid} ports {c.ports}" for c in plane.components.values()]
+        return f"{plane.server}; " + "; ".join(parts)
+
+    def log_path(self, state: State) -> Path | None:
+        return Path(state["dir"]) / "logs"
+
+
+class NodeAgentComponent:
+    name = "nodeagent"
+
+    def up(self, ctx: StackContext) -> State:
+        log = ctx.home / "nodeagent" / "agent.log"
+        process = spawn(
+            [
+                sys.executable, "-m", "mediaimport_dev.nodeagent",
+                "--kubeconfig", ctx.env["KUBECONFIG"],
+                "--state-dir", ctx.home / "nodeagent",
+                "--max-pods", str(ctx.max_pods),
+            ],
+            log,
+        )
+        state = {"pid": process.pid, "log": str(log), "kubeconfig": ctx.env["KUBECONFIG"]}
+        kube = Kube.from_kubeconfig(ctx.env["KUBECONFIG"])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # start-up only: wait for its Node
+            if process.poll() is not None:
+                raise RuntimeError(f"node agent exited; log {log}:\n{log_tail(log)}")
+            if self._node_ready(kube):
+                return state
+            time.sleep(0.1)
+        stop_group(process.pid)
+        raise RuntimeError(f"node agent did not register its Node; log {log}")
+
+    @staticmethod
+    def _node_ready(kube: Kube) -> bool:
+        try:
+            node = kube.get(f"/api/v1/nodes/{DEFAULT_NODE_NAME}")
+        except (KubeError, requests.RequestException):
+            return False
+        return any(c["type"] == "Ready" and c["status"] == "True"
+                   for c in node.get("status", {}).get("conditions", []))
+
+    def down(self, state: State) -> None:
+        stop_group(state["pid"])
+
+    def healthy(self, state: State) -> bool:
+        return pid_alive(state["pid"])
+
+    def describe(self, state: State) -> str:
+        pods = Path(state["log"]).parent / "pods"
+        return f"pid {state['pid']}, node {DEFAULT_NODE_NAME}, pod logs under {pods}"
+
+    def log_path(self, state: State) -> Path | None:
+        return Path(state["log"])
+
+
+class PostgresComponent:
+    name = "postgres"
+
+    def up(self, ctx: StackContext) -> State:
+        server = PostgresServer(ctx.home / "postgres")
+        server.start()
+        return server.to_state()
+
+    def down(self, state: State) -> None:
+        PostgresServer.from_state(state).stop()
+
+    def healthy(self, state: State) -> bool:
+        return PostgresServer.from_state(state).running()
+
+    def describe(self, state: State) -> str:
+        server = PostgresServer.from_state(state)
+        return f"pid {server.pid}, {server.url}"
+
+    def log_path(self, state: State) -> Path | None:
+        return PostgresServer.from_state(state).log_path
+
+
+class S3Component:
+    name = "s3"
+
+    def up(self, ctx: StackContext) -> State:
+        server = S3Server(ctx.home / "s3")
+        server.start()
+        server.create_bucket(ctx.bucket)
+        return server.to_state()
+
+    def down(self, state: State) -> None:
+        S3Server.from_state(state).stop()
+
+    def healthy(self, state: State) -> bool:
+        return S3Server.from_state(state).running()
+
+    def describe(self, state: State) -> str:
+        server = S3Server.from_state(state)
+        return f"pid {server.pid}, {server.endpoint_url}"
+
+    def log_path(self, state: State) -> Path | None:
+        return S3Server.from_state(state).log_path
+
+
+BASE: list[Component] = [
+    ControlPlaneComponent(), NodeAgentComponent(), PostgresComponent(), S3Component()
+]
+# Started after the base, in this order, stopped before it. The operator (and later
+# the API) add themselves here.
+EXTENSIONS: list[Component] = []
+
+
+def components() -> list[Component]:
+    return [*BASE, *EXTENSIONS]
+
+
+def base_env(home: Path, states: dict[str, State], bucket: str,
+             networks: list[str]) -> dict[str, str]:
+    env = {"KUBECONFIG": str(home / "controlplane" / "kubeconfig")}
+    if "postgres" in states:
+        env["DATABASE_URL"] = PostgresServer.from_state(states["postgres"]).url
+    if "s3" in states:
+        env.update(S3Server.from_state(states["s3"]).env())
+    env["MEDIAIMPORT_BUCKET"] = bucket
+    env["MEDIAIMPORT_ALLOWED_NETWORKS"] = ",".join(networks)
+    return env
+
+
+class Stack:
+    """The stack recorded under one home directory."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home.resolve()
+        self.state_file = self.home / STATE_FILE
+
+    def load(self) -> State | None:
+        try:
+            state: State = json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            return None
+        return state
+
+    def _save(self, state: State) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.state_file)
+
+    def health(self) -> dict[str, bool]:
+        state = self.load() or {}
+        recorded = state.get("components", {})
+        return {c.name: c.name in recorded and c.healthy(recorded[c.name]) for c in components()}
+
+    def env(self) -> dict[str, str]:
+        state = self.load()
+        if state is None:
+            raise RuntimeError(f"the stack is not up (no {self.state_file})")
+        return dict(state["env"])
+
+    def up(self, *, allow_networks: list[str], bucket: str = DEFAULT_BUCKET,
+           max_pods: int = 2, echo: Any = print) -> None:
+        """Start a fresh stack (the caller checks whether one is already up)."""
+        self.down()
+        for name in ("controlplane", "nodeagent", "postgres", "s3", *(c.name for c in EXTENSIONS)):
+            shutil.rmtree(self.home / name, ignore_errors=True)
+        self.home.mkdir(parents=True, exist_ok=True)
+        _make_traversable(self.home)
+        ctx = StackContext(self.home, allow_networks, bucket, max_pods)
+        state: State = {"components": {}, "allow_networks": allow_networks, "bucket": bucket,
+                        "env": {}}
+        recorded: dict[str, State] = state["components"]
+        # The state file is written before anything starts, and after each part,
+        # so `down` can always clean up, even after a failed or interrupted `up`.
+        self._save(state)
+        ctx.env = base_env(self.home, {}, bucket, allow_networks)
+        control, agent, postgres, s3 = BASE
+
+        def kubernetes() -> None:
+            recorded[control.name] = control.up(ctx)
+            recorded[agent.name] = agent.up(ctx)
+
+        def service(component: Component) -> None:
+            recorded[component.name] = component.up(ctx)
+
+        started = time.monotonic()
+        try:
+            with ThreadPoolExecutor(3) as pool:
+                futures = [pool.submit(kubernetes), pool.submit(service, postgres),
+                           pool.submit(service, s3)]
+            self._save(state)
+            for future in futures:
+                future.result()  # the first failure, if any, with its own traceback
+            ctx.env = base_env(self.home, recorded, bucket, allow_networks)
+            state["env"] = ctx.env
+            self._save(state)
+            for extension in EXTENSIONS:
+                recorded[extension.name] = extension.up(ctx)
+                self._save(state)
+        except BaseException:
+            self._save(state)
+            self.down()
+            raise
+        echo(f"mediaimport-dev: up in {time.monotonic() - started:.1f} s (state {self.home})")
+
+    def down(self) -> list[str]:
+        """Stop everything recorded; returns the names stopped. Idempotent."""
+        state = self.load()
+        if state is None:
+            return []
+        recorded = state.get("components", {})
+        stopped = []
+        for component in reversed(components()):
+            if component.name in recorded:
+                component.down(recorded[component.name])
+                stopped.append(component.name)
+        # A control plane whose `up` was interrupted before it was recorded.
+        leftover = ControlPlane.load(self.home / "controlplane")
+        if leftover is not None:
+            leftover.stop()
+        self.state_file.unlink(missing_ok=True)
+        return stopped
+
+
+def _make_traversable(home: Path) -> None:
+    # Postgres runs as the `postgres` user when we are root, and must reach its
+    # data directory under home.
+    if os.geteuid() != 0:
+        return
+    for parent in [home, *home.parents]:
+        if parent == Path("/"):
+            break
+        mode = parent.stat().st_mode
+        if mode & 0o005 != 0o005:
+            parent.chmod(mode | 0o005)
+
