@@ -1,0 +1,239 @@
+"""Command line and environment → one frozen ``Settings``.
+
+Every flag can also be set from an environment variable (``--key-prefix`` ↔
+``MEDIAIMPORT_KEY_PREFIX``), so a Job spec may use either; a flag wins over its
+variable. Validation happens here, once, so the rest of the job can trust
+its inputs; a bad value raises ``ConfigError`` with the reason to report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+from urllib.parse import urlsplit
+
+from .netguard import IPNetwork, parse_network
+from .result import FailureReason, MediaType
+
+ENV_PREFIX = "MEDIAIMPORT_"
+DEFAULT_RESULT_FILE = "/dev/termination-log"
+DEFAULT_MAX_BYTES = 16 * 1024**3
+MAX_URL_LENGTH = 8192
+MAX_KEY_PREFIX_BYTES = 700  # S3 keys are at most 1024 bytes; the name takes up to 200.
+MAX_THUMBNAIL_WIDTH = 4096
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_TYPES: tuple[MediaType, ...] = ("video", "image", "audio")
+
+
+class ConfigError(Exception):
+    """A missing or invalid argument; ``reason`` is InvalidArgument or InvalidURL."""
+
+    def __init__(self, message: str, reason: FailureReason = FailureReason.INVALID_ARGUMENT):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Settings:
+    url: str
+    bucket: str
+    key_prefix: str
+    name: str | None
+    media_type: MediaType | None
+    thumbnail_width: int
+    thumbnail_at: float
+    max_bytes: int
+    sha256: str | None
+    result_file: str
+    allow_networks: tuple[IPNetwork, ...]
+    connect_timeout: float
+    read_timeout: float
+    download_timeout: float
+    min_rate: int
+    min_rate_window: float
+    retries: int
+    upload_concurrency: int
+
+
+def env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting.
+
+    The job must always end with a result document, also for bad arguments.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message)
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="mediaimport-job",
+        description=(
+            "Import one media file from an http(s) URL into S3: download (guarded against "
+            "internal addresses), probe with ffprobe, render a JPEG thumbnail, upload. "
+            "Writes one JSON result document to --result-file and as the last line of stdout. "
+            "Exit 0 = ready, 2 = permanent failure, other = retryable. S3 credentials, region "
+            "and endpoint come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and "
+            "AWS_ENDPOINT_URL_S3. Each flag can also be set from the environment variable "
+            "shown in brackets."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+
+    def add(flag: str, help_text: str, **kwargs: object) -> None:
+        variable = env_name(flag)
+        default = environ.get(variable, kwargs.pop("default", None))
+        parser.add_argument(
+            flag,
+            help=f"{help_text} [{variable}]",
+            default=default,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    add("--url", "http(s) URL of the media file (required)")
+    add("--bucket", "destination S3 bucket (required)")
+    add("--key-prefix", "S3 key prefix, e.g. media/{userId}/{assetId} (required)")
+    add("--name", "file name for the object (default: the URL's last path segment)")
+    add("--type", "expected media type; detected when absent", choices=_TYPES)
+    add("--thumbnail-width", "thumbnail width in pixels (odd values round down)", default="320")
+    add("--thumbnail-at", "thumbnail time in seconds, clamped into the duration", default="0")
+    add("--max-bytes", "largest accepted file size in bytes", default=str(DEFAULT_MAX_BYTES))
+    add("--sha256", "expected SHA-256 of the file (hex)")
+    add("--result-file", "where the result document goes", default=DEFAULT_RESULT_FILE)
+    parser.add_argument(
+        "--allow-network",
+        action="append",
+        default=None,
+        metavar="CIDR",
+        help=(
+            "let the download reach this otherwise refused network; repeatable "
+            f"[{env_name('--allow-network')}, comma-separated]"
+        ),
+    )
+    add("--connect-timeout", "seconds to establish a connection", default="10")
+    add("--read-timeout", "seconds without any byte from the origin", default="30")
+    add("--download-timeout", "overall download deadline in seconds", default="3000")
+    add("--min-rate", "minimum download rate in bytes/s over --min-rate-window", default="4096")
+    add("--min-rate-window", "seconds over which --min-rate is measured", default="20")
+    add("--retries", "retries for transient download failures", default="5")
+    add("--upload-concurrency", "parallel multipart upload parts", default="4")
+    return parser
+
+
+def _number(value: str | None, flag: str, kind: type[int] | type[float], minimum: float) -> float:
+    try:
+        number = kind(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"{flag} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or number < minimum:
+        raise ConfigError(f"{flag} must be at least {minimum}, got {value!r}")
+    return number
+
+
+def _validate_url(url: str) -> str:
+    url = url.strip()
+    if len(url) > MAX_URL_LENGTH:
+        raise ConfigError(
+            f"the URL is longer than {MAX_URL_LENGTH} characters", FailureReason.INVALID_URL
+        )
+    if any(ord(char) < 0x21 or ord(char) == 0x7F for char in url):
+        raise ConfigError(
+            "the URL contains spaces or control characters", FailureReason.INVALID_URL
+        )
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"the URL cannot be parsed: {exc}", FailureReason.INVALID_URL) from None
+    if parts.scheme.lower() not in {"http", "https"}:
+        raise ConfigError(
+            f"only http and https URLs are supported, not {parts.scheme or 'none'!r}",
+            FailureReason.INVALID_URL,
+        )
+    if not parts.hostname:
+        raise ConfigError("the URL has no host", FailureReason.INVALID_URL)
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        # Credentials in URLs are a classic parser-confusion vector
+        # (http://good@evil/); signed URLs never need them.
+        raise ConfigError(
+            "URLs with credentials (user@host) are not supported", FailureReason.INVALID_URL
+        )
+    if port == 0:
+        raise ConfigError("the URL's port is invalid", FailureReason.INVALID_URL)
+    return url
+
+
+def _validate_key_prefix(prefix: str) -> str:
+    prefix = prefix.strip().strip("/")
+    if not prefix:
+        raise ConfigError("--key-prefix must not be empty")
+    if len(prefix.encode()) > MAX_KEY_PREFIX_BYTES:
+        raise ConfigError(f"--key-prefix is longer than {MAX_KEY_PREFIX_BYTES} bytes")
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in prefix) or "\\" in prefix:
+        raise ConfigError("--key-prefix contains control characters or backslashes")
+    segments = prefix.split("/")
+    if any(segment in {"", ".", ".."} for segment in segments):
+        raise ConfigError("--key-prefix must not contain empty, '.' or '..' segments")
+    return prefix
+
+
+def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
+    """Parse and validate; raises ``ConfigError`` (SystemExit only for --help)."""
+    environ = os.environ if environ is None else environ
+    args = build_parser(environ).parse_args(list(argv))
+    for flag in ("url", "bucket", "key_prefix"):
+        if not (getattr(args, flag) or "").strip():
+            raise ConfigError(f"--{flag.replace('_', '-')} is required (or {env_name(flag)})")
+
+    media_type = args.type or None
+    if media_type is not None and media_type not in _TYPES:
+        raise ConfigError(f"--type must be one of {', '.join(_TYPES)}, got {media_type!r}")
+    sha256 = (args.sha256 or "").strip() or None
+    if sha256 is not None and not _SHA256.match(sha256):
+        raise ConfigError("--sha256 must be 64 hexadecimal characters")
+
+    networks_text: list[str] = args.allow_network or (
+        environ.get(env_name("--allow-network"), "").split(",")
+    )
+    try:
+        networks = tuple(parse_network(text) for text in networks_text if text.strip())
+    except ValueError as exc:
+        raise ConfigError(f"--allow-network: {exc}") from None
+
+    width = int(_number(args.thumbnail_width, "--thumbnail-width", int, 2))
+    if width > MAX_THUMBNAIL_WIDTH:
+        raise ConfigError(f"--thumbnail-width must be at most {MAX_THUMBNAIL_WIDTH}")
+    bucket = args.bucket.strip()
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", bucket):
+        raise ConfigError(f"--bucket {bucket!r} is not a valid S3 bucket name")
+    name = (args.name or "").strip() or None
+
+    return Settings(
+        url=_validate_url(args.url),
+        bucket=bucket,
+        key_prefix=_validate_key_prefix(args.key_prefix),
+        name=name,
+        media_type=media_type,
+        thumbnail_width=width - width % 2,  # JPEG 4:2:0 and players prefer even sizes
+        thumbnail_at=_number(args.thumbnail_at, "--thumbnail-at", float, 0),
+        max_bytes=int(_number(args.max_bytes, "--max-bytes", int, 1)),
+        sha256=sha256.lower() if sha256 else None,
+        result_file=args.result_file or DEFAULT_RESULT_FILE,
+        allow_networks=networks,
+        connect_timeout=_number(args.connect_timeout, "--connect-timeout", float, 0.1),
+        read_timeout=_number(args.read_timeout, "--read-timeout", float, 0.1),
+        download_timeout=_number(args.download_timeout, "--download-timeout", float, 0.1),
+        min_rate=int(_number(args.min_rate, "--min-rate", int, 0)),
+        min_rate_window=_number(args.min_rate_window, "--min-rate-window", float, 0.1),
+        retries=int(_number(args.retries, "--retries", int, 0)),
+        upload_concurrency=int(_number(args.upload_concurrency, "--upload-concurrency", int, 1)),
+    )

@@ -1,0 +1,371 @@
+"""S3 side: a multipart upload that follows the download, and cleanup on failure.
+
+Why overlap: at equal download and upload rates, downloading first and
+uploading after takes twice as long as doing both at once. ``StreamingUpload``
+is the download's sink: each time another full part is on disk it queues an
+UploadPart that reads that range back from the file (``os.pread``), so memory
+holds at most ``concurrency`` parts however large the file is.
+
+The object only appears when the upload completes, after the file has been
+verified and probed. Its Content-Type and SHA-256 are only known then, so for
+an overlapped upload they are set afterwards by copying the object onto itself
+with ``MetadataDirective=REPLACE`` (a server-side copy; a managed multipart copy
+above 5 GiB). Everything this run creates is tracked in ``Written`` so any
+failure, SIGTERM included, aborts the multipart upload and deletes the objects.
+Keys are deterministic, so a second run of the same pod overwrites, never
+duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from .errors import JobError
+from .result import FailureReason
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+SINGLE_PUT_LIMIT = 16 * MiB  # below this one PutObject beats a multipart round trip
+MIN_PART_SIZE = 5 * MiB  # S3's minimum; small parts start the upload sooner
+MAX_PARTS = 10_000
+MAX_COPY_OBJECT = 5 * 1024**3  # CopyObject's limit; larger copies go multipart
+PARTS_IN_MEMORY_BUDGET = 32 * MiB
+CLEANUP_WAIT = 15.0  # seconds to let in-flight parts finish before aborting
+# Error codes that no retry can fix: wrong credentials, bucket or permissions.
+_PERMANENT_CODES = {
+    "AccessDenied",
+    "AllAccessDisabled",
+    "AuthorizationHeaderMalformed",
+    "InvalidAccessKeyId",
+    "InvalidBucketName",
+    "InvalidRequest",
+    "NoSuchBucket",
+    "SignatureDoesNotMatch",
+}
+
+
+def make_client(concurrency: int) -> S3Client:
+    """An S3 client from the standard AWS environment variables.
+
+    Checksums are only sent where S3 requires them: botocore's newer default
+    (CRC32 on every upload) is not understood by every S3-compatible store, and
+    our own SHA-256 goes into the object's metadata anyway.
+    """
+    config = Config(
+        connect_timeout=10,
+        read_timeout=60,
+        retries={"mode": "standard", "max_attempts": 5},
+        max_pool_connections=concurrency + 4,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    return boto3.session.Session().client("s3", config=config)
+
+
+def part_size_for(expected_size: int) -> int:
+    """A part size that fits ``expected_size`` into S3's 10,000 parts, in whole MiB."""
+    needed = -(-expected_size // MAX_PARTS)
+    return max(MIN_PART_SIZE, -(-needed // MiB) * MiB)
+
+
+def storage_failure(exc: BaseException, action: str) -> JobError:
+    """Map a boto3 error to the result: configuration errors are permanent."""
+    if isinstance(exc, JobError):
+        return exc
+    if isinstance(exc, NoCredentialsError):
+        return JobError(
+            FailureReason.UPLOAD_FAILED,
+            f"{action}: no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
+            retryable=False,
+        )
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", "Unknown"))
+        message = str(error.get("Message", "")) or str(exc)
+        return JobError(
+            FailureReason.UPLOAD_FAILED,
+            f"{action}: S3 answered {code}: {message}"[:500],
+            retryable=code not in _PERMANENT_CODES,
+        )
+    return JobError(
+        FailureReason.UPLOAD_FAILED, f"{action}: {type(exc).__name__}: {exc}"[:500], retryable=True
+    )
+
+
+@dataclass
+class Written:
+    """The objects this run created, deleted again when the run fails."""
+
+    clients: ClientPromise
+    bucket: str
+    keys: list[str] = field(default_factory=list)
+
+    def add(self, key: str) -> None:
+        if key not in self.keys:
+            self.keys.append(key)
+
+    def delete_all(self) -> None:
+        for key in self.keys:
+            try:
+                self.clients.get().delete_object(Bucket=self.bucket, Key=key)
+            except (JobError, BotoCoreError, ClientError):
+                log.exception("could not delete s3://%s/%s after a failure", self.bucket, key)
+        self.keys.clear()
+
+
+def object_args(content_type: str, sha256: str) -> dict[str, Any]:
+    return {"ContentType": content_type, "Metadata": {"sha256": sha256}}
+
+
+def put_small(
+    client: S3Client, bucket: str, key: str, path: Path, *, content_type: str, sha256: str
+) -> None:
+    with path.open("rb") as body:
+        client.put_object(Bucket=bucket, Key=key, Body=body, **object_args(content_type, sha256))
+
+
+def replace_metadata(
+    client: S3Client, bucket: str, key: str, *, size: int, content_type: str, sha256: str
+) -> None:
+    """Set Content-Type and the sha256 metadata of an existing object (copy onto itself)."""
+    source = {"Bucket": bucket, "Key": key}
+    args = {"MetadataDirective": "REPLACE", **object_args(content_type, sha256)}
+    if size <= MAX_COPY_OBJECT:
+        client.copy_object(Bucket=bucket, Key=key, CopySource=source, **args)  # type: ignore[arg-type]
+        return
+    # CopyObject stops at 5 GiB; the managed copy switches to UploadPartCopy.
+    config = TransferConfig(
+        multipart_threshold=MAX_COPY_OBJECT,
+        multipart_chunksize=part_size_for(size),
+        max_concurrency=4,
+    )
+    client.copy(source, bucket, key, ExtraArgs=args, Config=config)  # type: ignore[arg-type]
+
+
+class ClientPromise:
+    """An S3 client built on a background thread.
+
+    Building a boto3 client loads botocore's service model (0.3-0.8 s of CPU);
+    started first thing, it overlaps the first seconds of the download instead
+    of delaying them.
+    """
+
+    def __init__(self, factory: Callable[[], S3Client]) -> None:
+        self._client: S3Client | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._build, args=(factory,), name="s3-client", daemon=True
+        )
+        self._thread.start()
+
+    def _build(self, factory: Callable[[], S3Client]) -> None:
+        try:
+            self._client = factory()
+        except BaseException as exc:  # re-raised by get() on the caller's thread
+            self._error = exc
+
+    def get(self) -> S3Client:
+        self._thread.join()
+        if self._error is not None:
+            raise storage_failure(self._error, "creating the S3 client")
+        assert self._client is not None
+        return self._client
+
+
+class StreamingUpload:
+    """A multipart upload of a file that is still being written (a download ``Sink``).
+
+    Nothing is sent for files up to ``SINGLE_PUT_LIMIT``: ``multipart`` stays
+    False and the caller uses one PutObject with the final metadata instead.
+    Nothing here blocks the download: CreateMultipartUpload runs as the first
+    task of the worker pool and the part tasks wait for its upload id.
+    """
+
+    def __init__(
+        self,
+        client: ClientPromise,
+        bucket: str,
+        key: str,
+        path: Path,
+        *,
+        max_bytes: int,
+        concurrency: int,
+        create_args: dict[str, Any] | None = None,
+    ) -> None:
+        self.clients = client
+        self.bucket = bucket
+        self.key = key
+        self.path = path
+        self.max_bytes = max_bytes
+        self.concurrency = concurrency
+        self.create_args = create_args or {}
+        self.part_size = part_size_for(max_bytes)
+        self.expected: int | None = None
+        self.upload_id: Future[str] | None = None
+        self.submitted = 0  # bytes [0, submitted) are queued as parts
+        self.futures: list[Future[CompletedPartTypeDef]] = []
+        self.executor: ThreadPoolExecutor | None = None
+        self.fd: int | None = None
+
+    @property
+    def multipart(self) -> bool:
+        return self.upload_id is not None
+
+    # -- Sink --------------------------------------------------------------------
+
+    def expect(self, size: int | None) -> None:
+        if self.upload_id is not None:
+            return
+        # Known size: the smallest part size that fits 10,000 parts; unknown:
+        # sized for the largest file we accept.
+        self.expected = size
+        self.part_size = part_size_for(size if size is not None else self.max_bytes)
+        if size is not None and size > SINGLE_PUT_LIMIT:
+            self._create()  # start now: the first part is uploaded the moment it is on disk
+
+    def written(self, offset: int) -> None:
+        self._raise_failed_part()
+        if self.upload_id is None:
+            if offset <= SINGLE_PUT_LIMIT:
+                return
+            self._create()
+        while offset - self.submitted >= self.part_size:
+            self._submit(self.submitted, self.part_size)
+
+    def restart(self) -> None:
+        self.abort()
+        self.submitted = 0
+        self.expect(self.expected)
+
+    # -- completion ----------------------------------------------------------------
+
+    def finish(self, size: int) -> None:
+        """The file is complete at ``size`` bytes: queue what is left (does not wait)."""
+        if self.upload_id is None:
+            return
+        while size - self.submitted > 0:
+            self._submit(self.submitted, min(self.part_size, size - self.submitted))
+
+    def complete(self) -> None:
+        """Wait for every part and complete the upload: the object appears now."""
+        assert self.upload_id is not None
+        pending: list[Future[Any]] = [self.upload_id, *self.futures]
+        wait(pending, return_when=FIRST_EXCEPTION)
+        self._raise_failed_part()
+        parts = [future.result() for future in self.futures]
+        try:
+            self.clients.get().complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self.upload_id.result(),
+                MultipartUpload={"Parts": sorted(parts, key=lambda part: part["PartNumber"])},
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise storage_failure(exc, "completing the multipart upload") from None
+        self.upload_id = None
+        self._close()
+
+    def abort(self) -> None:
+        """Stop queued parts, let running ones end (bounded), abort the upload. Never raises."""
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            tasks: list[Future[Any] | None] = [self.upload_id, *self.futures]
+            running = [task for task in tasks if task is not None and not task.done()]
+            if running:
+                wait(running, timeout=CLEANUP_WAIT)
+        upload = self.upload_id
+        self.upload_id = None
+        if (
+            upload is not None
+            and upload.done()
+            and not upload.cancelled()
+            and not upload.exception()
+        ):
+            try:
+                self.clients.get().abort_multipart_upload(
+                    Bucket=self.bucket, Key=self.key, UploadId=upload.result()
+                )
+                log.info("aborted the multipart upload of s3://%s/%s", self.bucket, self.key)
+            except (JobError, BotoCoreError, ClientError):
+                log.exception("could not abort the multipart upload of %s", self.key)
+        self._close()
+
+    # -- internals -----------------------------------------------------------------
+
+    def _create(self) -> None:
+        # Each part is held in memory while it is sent; cap the total.
+        workers = max(1, min(self.concurrency, PARTS_IN_MEMORY_BUDGET // self.part_size))
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload-part")
+        self.fd = os.open(self.path, os.O_RDONLY)
+        self.futures = []
+        self.upload_id = self.executor.submit(self._create_upload)
+        log.info(
+            "streaming s3://%s/%s in parts of %d MiB with %d workers",
+            self.bucket, self.key, self.part_size // MiB, workers,
+        )  # fmt: skip
+
+    def _create_upload(self) -> str:
+        try:
+            created = self.clients.get().create_multipart_upload(
+                Bucket=self.bucket, Key=self.key, **self.create_args
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise storage_failure(exc, "starting the multipart upload") from None
+        return created["UploadId"]
+
+    def _submit(self, offset: int, length: int) -> None:
+        assert self.executor is not None and self.upload_id is not None
+        number = offset // self.part_size + 1
+        self.futures.append(self.executor.submit(self._upload_part, number, offset, length))
+        self.submitted = offset + length
+
+    def _upload_part(self, number: int, offset: int, length: int) -> CompletedPartTypeDef:
+        assert self.fd is not None and self.upload_id is not None
+        upload_id = self.upload_id.result()
+        data = os.pread(self.fd, length, offset)
+        if len(data) != length:
+            raise JobError(
+                FailureReason.INTERNAL_ERROR,
+                f"part {number}: read {len(data)} of {length} bytes back from the file",
+                retryable=True,
+            )
+        try:
+            answer = self.clients.get().upload_part(
+                Bucket=self.bucket, Key=self.key, UploadId=upload_id, PartNumber=number, Body=data
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise storage_failure(exc, f"uploading part {number}") from None
+        return {"PartNumber": number, "ETag": answer["ETag"]}
+
+    def _raise_failed_part(self) -> None:
+        tasks: list[Future[Any] | None] = [self.upload_id, *self.futures]
+        for future in tasks:
+            if future is not None and future.done() and not future.cancelled():
+                exc = future.exception()
+                if exc is not None:
+                    raise storage_failure(exc, "uploading a part")
+
+    def _close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.executor = None
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None

@@ -1,0 +1,1 @@
+"""Shared test helpers: real media made with ffmpeg, and a misbehaving HTTP origin."""
