@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mediaimport_dev import stack
+from mediaimport_dev.demo import run_demo
 from mediaimport_dev.processes import log_tail
 
 # Subcommands other modules add (e.g. the lead's `demo`): name -> (help, configure, run).
@@ -134,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("component", help="controlplane, nodeagent, postgres, s3, ...")
     logs.add_argument("-n", "--lines", type=int, default=40)
     logs.set_defaults(run=cmd_logs)
+    demo = commands.add_parser("demo", help="import a locally made sample video, end to end")
+    demo.set_defaults(run=lambda _args: run_demo())
     for name, (help_text, configure, run) in EXTRA_COMMANDS.items():
         sub = commands.add_parser(name, help=help_text)
         configure(sub)

@@ -17,7 +17,7 @@ from .samples import make_sample_video, serve_directory
 DEMO_BUCKET = "mediaimport"
 
 
-def run_job_demo() -> int:
+def run_demo() -> int:
     """Run ``mediaimport-job`` against a sample video served on loopback into a local S3."""
     sample = make_sample_video(cache_root() / "samples")
     with tempfile.TemporaryDirectory(prefix="mediaimport-demo-") as scratch:
@@ -51,4 +51,4 @@ def run_job_demo() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_job_demo())
+    sys.exit(run_demo())
