@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("-n", "--lines", type=int, default=40)
     logs.set_defaults(run=cmd_logs)
     demo = commands.add_parser("demo", help="import a locally made sample video, end to end")
-    demo.set_defaults(run=lambda _args: run_demo())
+    demo.set_defaults(run=lambda args: run_demo(args.home))
     for name, (help_text, configure, run) in EXTRA_COMMANDS.items():
         sub = commands.add_parser(name, help=help_text)
         configure(sub)

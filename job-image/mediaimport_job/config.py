@@ -18,7 +18,7 @@ from typing import NoReturn
 from urllib.parse import urlsplit
 
 from .netguard import IPNetwork, parse_network
-from .result import FailureReason, MediaType
+from .reasons import FailureReason, MediaType
 
 ENV_PREFIX = "MEDIAIMPORT_"
 DEFAULT_RESULT_FILE = "/dev/termination-log"

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from .result import ErrorInfo, FailedResult, FailureReason
+from typing import TYPE_CHECKING
+
+from .reasons import FailureReason
+
+if TYPE_CHECKING:
+    from .result import FailedResult
 
 
 class JobError(Exception):
@@ -15,6 +20,8 @@ class JobError(Exception):
         self.retryable = retryable
 
     def to_result(self) -> FailedResult:
+        from .result import ErrorInfo, FailedResult  # noqa: PLC0415 - pydantic: not at start-up
+
         return FailedResult(
             error=ErrorInfo(reason=self.reason, message=self.message, retryable=self.retryable)
         )

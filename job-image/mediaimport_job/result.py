@@ -9,45 +9,29 @@ the document fits.
 from __future__ import annotations
 
 import json
-from enum import IntEnum, StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+# The plain enums live in ``reasons`` (no pydantic on the job's start-up path);
+# this module stays the contract the operator imports them from.
+from .reasons import ExitCode, FailureReason, MediaType
+
+__all__ = [
+    "TERMINATION_MESSAGE_LIMIT",
+    "ErrorInfo",
+    "ExitCode",
+    "FailedResult",
+    "FailureReason",
+    "MediaInfo",
+    "MediaType",
+    "ReadyResult",
+    "Result",
+    "parse",
+    "render",
+]
+
 TERMINATION_MESSAGE_LIMIT = 4096
-
-MediaType = Literal["video", "image", "audio"]
-
-
-class ExitCode(IntEnum):
-    """Process exit codes; the Job's podFailurePolicy fails the Job at once on PERMANENT."""
-
-    READY = 0
-    RETRYABLE = 1
-    PERMANENT = 2
-
-
-class FailureReason(StrEnum):
-    """Why an import failed; CamelCase, so it doubles as a condition reason."""
-
-    INVALID_ARGUMENT = "InvalidArgument"
-    INVALID_URL = "InvalidURL"
-    BLOCKED_ADDRESS = "BlockedAddress"
-    SOURCE_FORBIDDEN = "SourceForbidden"  # 401/403: typically an expired signed URL
-    SOURCE_NOT_FOUND = "SourceNotFound"  # 404/410
-    SOURCE_REJECTED = "SourceRejected"  # any other 4xx
-    SOURCE_UNAVAILABLE = "SourceUnavailable"  # 5xx, 429 or connection errors after retries
-    TOO_MANY_REDIRECTS = "TooManyRedirects"
-    DOWNLOAD_TIMEOUT = "DownloadTimeout"
-    INCOMPLETE_BODY = "IncompleteBody"
-    TOO_LARGE = "TooLarge"
-    CHECKSUM_MISMATCH = "ChecksumMismatch"
-    NOT_MEDIA = "NotMedia"
-    TYPE_MISMATCH = "TypeMismatch"
-    PROCESSING_FAILED = "ProcessingFailed"  # ffprobe/ffmpeg crashed or timed out
-    UPLOAD_FAILED = "UploadFailed"
-    TERMINATED = "Terminated"  # SIGTERM, e.g. the Job's deadline
-    INTERNAL_ERROR = "InternalError"
 
 
 class _Document(BaseModel):

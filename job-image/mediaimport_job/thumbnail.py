@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import JobError
 from .probe import SAFE_INPUT_OPTIONS
-from .result import FailureReason
+from .reasons import FailureReason
 
 THUMBNAIL_TIMEOUT = 120.0
 # Seeking exactly to the end finds no frame; stay this far inside the duration.

@@ -1,0 +1,303 @@
+"""Benchmark: the operator under 200 MediaImports applied at once (issue 4, "Benchmark").
+
+    python bench/operator_throughput.py                 # 200 imports, node agent runs 2 pods
+    python bench/operator_throughput.py --count 50 --max-pods 4
+
+Sets up a private stack (control plane, node agent, Postgres, S3, a loopback origin on
+127.0.0.2 serving a small PNG), starts the operator as a process (`python -m
+mediaimport_operator`), creates N MediaImports from N threads at once and follows
+everything through watches, stamping each event with the local monotonic clock when it
+arrives (creationTimestamps have 1 s granularity: too coarse for sub-second latencies).
+
+Measures
+* wall_s: first create sent → last MediaImport seen Ready;
+* create→Job latency p50/p99: the create call returned → the Job's ADDED event received
+  (targets ≤ 0.3 s and ≤ 2 s);
+* operator peak RSS (VmHWM of the operator process), MiB;
+* overhead share: per import, (Job seen - MediaImport created) + (Ready seen - Job Complete
+  seen), summed, over the sum of (Ready seen - created). The rest is the job itself and the
+  node agent's queue (max pods at once). Target ≤ 10 %.
+
+Prints a table, then one JSON object as the last line of stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "devstack"))
+
+from mediaimport_dev.controlplane import ControlPlane  # noqa: E402
+from mediaimport_dev.kube import Kube  # noqa: E402
+from mediaimport_dev.nodeagent import NodeAgent  # noqa: E402
+from mediaimport_dev.operator_runner import install_crd  # noqa: E402
+from mediaimport_dev.postgres import PostgresServer  # noqa: E402
+from mediaimport_dev.s3server import S3Server  # noqa: E402
+from mediaimport_dev.samples import serve_directory  # noqa: E402
+
+GROUP = "/apis/mediaimport.dev/v1alpha1"
+JOB = str(Path(sys.executable).parent / "mediaimport-job")
+
+
+def make_image(directory: Path) -> Path:
+    path = directory / "bench.png"
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x180",
+            "-frames:v",
+            "1",
+            str(path),
+        ],
+        check=True,
+    )
+    return path
+
+
+class Watcher(threading.Thread):
+    """Follows one collection; records the local time of the first event matching each key."""
+
+    def __init__(self, kube: Kube, path: str, stamp: Any, **params: str) -> None:
+        super().__init__(daemon=True)
+        self.kube, self.path, self.stamp, self.params = kube, path, stamp, params
+        self.stopped = threading.Event()
+        listing = kube.get(path, **params)
+        self.version = listing["metadata"]["resourceVersion"]
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            for event in self.kube.watch(
+                self.path, resource_version=self.version, timeout_seconds=30, **self.params
+            ):
+                now = time.monotonic()
+                obj = event["object"]
+                self.version = obj["metadata"].get("resourceVersion", self.version)
+                if event["type"] in ("ADDED", "MODIFIED"):
+                    self.stamp(obj, now)
+                if self.stopped.is_set():
+                    return
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--max-pods", type=int, default=2, help="pods the node agent runs at once")
+    parser.add_argument("--timeout", type=float, default=900)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="mediaimport-bench-op-"))
+    for parent in [work, *work.parents]:  # Postgres runs as `postgres` under root
+        if parent != Path("/") and os.geteuid() == 0:
+            parent.chmod(parent.stat().st_mode | 0o005)
+    plane = ControlPlane(work / "controlplane")
+    plane.start()
+    agent = NodeAgent(plane.kube(), work / "nodeagent", max_pods=args.max_pods)
+    agent.start()
+    postgres = PostgresServer(work / "postgres")
+    postgres.start()
+    s3 = S3Server(work / "s3")
+    s3.start()
+    s3.create_bucket("bench")
+    kube = plane.kube()
+    install_crd(kube)
+    namespace = "bench"
+    kube.create("/api/v1/namespaces", {"metadata": {"name": namespace}})
+    kube.create(
+        f"/api/v1/namespaces/{namespace}/secrets",
+        {"metadata": {"name": "mediaimport-s3"}, "stringData": s3.env()},
+    )
+    image = make_image(work)
+    operator: subprocess.Popen[bytes] | None = None
+    try:
+        with serve_directory(image.parent) as base_url:
+            env = {
+                k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MEDIAIMPORT_"))
+            }
+            env.update(
+                {
+                    "KUBECONFIG": str(plane.kubeconfig),
+                    "MEDIAIMPORT_NAMESPACES": namespace,
+                    "MEDIAIMPORT_BUCKET": "bench",
+                    "MEDIAIMPORT_DATABASE_URL": postgres.url,
+                    "MEDIAIMPORT_ALLOWED_NETWORKS": "127.0.0.2/32",
+                    "MEDIAIMPORT_JOB_COMMAND": JOB,
+                    "MEDIAIMPORT_HTTP_PORT": "0",
+                    "MEDIAIMPORT_LEASE_NAMESPACE": namespace,
+                    "MEDIAIMPORT_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+                    "MEDIAIMPORT_CONCURRENCY": "32",
+                    "PYTHONUNBUFFERED": "1",
+                }
+            )
+            log = (work / "operator.log").open("wb")
+            operator = subprocess.Popen(
+                [sys.executable, "-m", "mediaimport_operator"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            time.sleep(4)  # start-up: leader election and kopf's initial listing
+
+            created: dict[str, float] = {}
+            job_seen: dict[str, float] = {}
+            job_done: dict[str, float] = {}
+            ready: dict[str, float] = {}
+            failed: dict[str, float] = {}
+            lock = threading.Lock()
+
+            def on_job(obj: dict[str, Any], now: float) -> None:
+                owner = obj["metadata"]["labels"].get("mediaimport.dev/import-name", "")
+                with lock:
+                    job_seen.setdefault(owner, now)
+                    for cond in (obj.get("status") or {}).get("conditions") or []:
+                        if cond["type"] == "Complete" and cond["status"] == "True":
+                            job_done.setdefault(owner, now)
+
+            def on_mi(obj: dict[str, Any], now: float) -> None:
+                phase = (obj.get("status") or {}).get("phase")
+                name = obj["metadata"]["name"]
+                with lock:
+                    if phase == "Ready":
+                        ready.setdefault(name, now)
+                    elif phase == "Failed":
+                        failed.setdefault(name, now)
+
+            watchers = [
+                Watcher(
+                    kube,
+                    f"/apis/batch/v1/namespaces/{namespace}/jobs",
+                    on_job,
+                    labelSelector="app.kubernetes.io/managed-by=mediaimport-operator",
+                ),
+                Watcher(kube, f"{GROUP}/namespaces/{namespace}/mediaimports", on_mi),
+            ]
+            for watcher in watchers:
+                watcher.start()
+
+            names = [f"bench-{i:03d}-{uuid.uuid4().hex[:4]}" for i in range(args.count)]
+            client = plane.kube()
+
+            def create(name: str) -> None:
+                client.create(
+                    f"{GROUP}/namespaces/{namespace}/mediaimports",
+                    {
+                        "apiVersion": "mediaimport.dev/v1alpha1",
+                        "kind": "MediaImport",
+                        "metadata": {"name": name},
+                        "spec": {
+                            "url": f"{base_url}/bench.png",
+                            "userId": "bench",
+                            "type": "image",
+                        },
+                    },
+                )
+                created[name] = time.monotonic()
+
+            start = time.monotonic()
+            with ThreadPoolExecutor(32) as pool:
+                list(pool.map(create, names))
+            create_s = time.monotonic() - start
+            deadline = start + args.timeout
+            while time.monotonic() < deadline:
+                with lock:
+                    if len(ready) + len(failed) >= args.count:
+                        break
+                time.sleep(0.05)
+            wall = max([*ready.values(), *failed.values(), start]) - start
+            for watcher in watchers:
+                watcher.stopped.set()
+            rss = peak_rss_mib(operator.pid)
+            cpu = cpu_seconds(operator.pid)
+
+        latencies = [job_seen[n] - created[n] for n in names if n in job_seen]
+        overhead = total = 0.0
+        for name in names:
+            if name in ready and name in job_done and name in job_seen:
+                overhead += (job_seen[name] - created[name]) + (ready[name] - job_done[name])
+                total += ready[name] - created[name]
+        share = overhead / total if total else float("nan")
+        figures = {
+            "count": args.count,
+            "ready": len(ready),
+            "failed": len(failed),
+            "max_pods": args.max_pods,
+            "create_all_s": round(create_s, 2),
+            "wall_s": round(wall, 2),
+            "imports_per_s": round(len(ready) / wall, 2) if wall else None,
+            "create_to_job_p50_s": round(percentile(latencies, 0.5), 3) if latencies else None,
+            "create_to_job_p99_s": round(percentile(latencies, 0.99), 3) if latencies else None,
+            "operator_peak_rss_mib": round(rss, 1),
+            "operator_cpu_s": round(cpu, 1),
+            "operator_overhead_share": round(share, 4),
+        }
+        targets = {
+            "create_to_job_p50_s": 0.3,
+            "create_to_job_p99_s": 2.0,
+            "operator_overhead_share": 0.10,
+        }
+        print(f"{'metric':28} {'value':>10}  target")
+        for key, value in figures.items():
+            target = targets.get(key)
+            verdict = (
+                ""
+                if target is None
+                else ("ok" if value is not None and value <= target else "MISSED")
+            )
+            print(f"{key:28} {value!s:>10}  {'' if target is None else f'<= {target} {verdict}'}")
+        print(json.dumps(figures))
+        return 0
+    finally:
+        if operator is not None:
+            operator.terminate()
+            try:
+                operator.wait(20)
+            except subprocess.TimeoutExpired:
+                operator.kill()
+        agent.stop()
+        s3.stop()
+        postgres.stop()
+        plane.stop()
+        print(
+            f"(work dir {work}; median job run time is in the node agent's pod logs)",
+            file=sys.stderr,
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Package data: the MediaImport CRD (a link to the chart's single source file)."""

@@ -1,0 +1,269 @@
+"""kopf adapters: thin handlers that parse, call the reconciler, and map errors to kopf's.
+
+Everything is registered on a registry given by the caller (``register``), so
+the settings (intervals, the deletion finalizer) are known before any handler
+exists, and tests can build an operator without import-time side effects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import kopf
+
+from .db import Database, DatabaseUnavailable
+from .jobs import MANAGED_BY
+from .kube import ApiError, Json, Kube
+from .model import GROUP, PLURAL, VERSION, MediaImport, MediaImportStatus, Phase
+from .objects import ObjectStore
+from .reconcile import Reconciler, RetryLater
+from .settings import Settings
+from .status import Event, needs_recording
+
+log = logging.getLogger(__name__)
+
+FINALIZER = "mediaimport.dev/finalizer"
+ANNOTATION_PREFIX = "mediaimport.dev"
+JOB_SELECTOR = {"app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+@dataclass
+class Runtime:
+    """What the handlers share; kept in kopf's memo."""
+
+    settings: Settings
+    kube: Kube
+    db: Database | None
+    reconciler: Reconciler
+    objects: ObjectStore = field(default_factory=ObjectStore)
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class SpecDigestStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's last-handled configuration, with the spec replaced by its SHA-256.
+
+    The spec is immutable, so no handler needs a field-level diff of it; and a
+    copy of a large free-form ``spec.metadata`` in an annotation could push the
+    object over the 256 KiB annotation limit, after which kopf could never record
+    that it handled the object.
+    """
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        essence = dict(super().build(body=body, extra_fields=extra_fields))
+        spec = json.dumps(essence.get("spec") or {}, sort_keys=True, separators=(",", ":"))
+        essence["spec"] = {"sha256": hashlib.sha256(spec.encode()).hexdigest()}
+        return cast(kopf.BodyEssence, essence)
+
+
+def post_event(body: Json, event: Event) -> None:
+    """Events go through kopf's posting queue (rate-limited, non-blocking)."""
+    kopf.event(cast(Any, body), type=event.type, reason=event.reason, message=event.message)
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    kube = Kube(concurrency=settings.concurrency, timeout=settings.api_timeout)
+    db = (
+        Database(
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            timeout=settings.database_timeout,
+        )
+        if settings.database_url
+        else None
+    )
+    reconciler = Reconciler(settings=settings, kube=kube, db=db, post_event=post_event)
+    return Runtime(settings=settings, kube=kube, db=db, reconciler=reconciler)
+
+
+def _temporary(error: Exception) -> kopf.TemporaryError:
+    if isinstance(error, RetryLater):
+        return kopf.TemporaryError(str(error), delay=error.delay)
+    return kopf.TemporaryError(str(error), delay=5)
+
+
+def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:  # noqa: PLR0915
+    settings = runtime.settings
+    rec = runtime.reconciler
+    resource = (GROUP, VERSION, PLURAL)
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # A registry of our own gets no default login: use the kubernetes client's
+        # loaders (kubeconfig or in-cluster), as kopf's default does.
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        ours = runtime.settings
+        # Progress and the last handled spec live in our own annotations: the status
+        # schema is strict (kopf's default status.kopf would be pruned), and the
+        # names say whose they are.
+        settings.persistence.finalizer = FINALIZER
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix=ANNOTATION_PREFIX
+        )
+        settings.persistence.diffbase_storage = SpecDigestStorage(
+            prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+        )
+        # A silent watch must not blind the operator: bounded on both ends.
+        settings.watching.server_timeout = ours.watch_server_timeout
+        settings.watching.client_timeout = ours.watch_client_timeout
+        settings.watching.connect_timeout = ours.watch_connect_timeout
+        # Only our Jobs, filtered by the API server rather than after the transfer.
+        settings.watching.label_selectors["batch", "jobs"] = (
+            f"app.kubernetes.io/managed-by={MANAGED_BY}"
+        )
+        settings.networking.request_timeout = ours.api_timeout
+        settings.networking.connect_timeout = ours.watch_connect_timeout
+        settings.posting.level = logging.getLevelName(ours.event_level)
+        settings.posting.reporting_component = "mediaimport-operator"
+        settings.posting.reporting_instance = ours.identity
+        settings.execution.max_workers = ours.concurrency
+        # High availability is the Lease's job (see leader.py), not kopf peering's.
+        settings.peering.standalone = True
+        if runtime.db is not None:
+            try:
+                await runtime.db.ensure_schema()
+            except DatabaseUnavailable as error:
+                log.warning("database unavailable at start; migrations run on first use",
+                            extra={"error": str(error)})
+        runtime.background.append(asyncio.create_task(_sweep_forever(runtime)))
+
+    @kopf.on.cleanup(registry=registry)
+    async def close(**_: Any) -> None:
+        runtime.background.extend(retries)
+        for task in runtime.background:
+            task.cancel()
+        for task in runtime.background:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if runtime.db is not None:
+            await runtime.db.close()
+        await runtime.kube.close()
+
+    @kopf.on.create(*resource, id="start", registry=registry)
+    async def start(body: kopf.Body, **_: Any) -> None:
+        try:
+            await rec.start(_plain(body))
+        except (RetryLater, ApiError, OSError, TimeoutError) as error:
+            raise _temporary(error) from error
+
+    @kopf.on.resume(*resource, id="resume", registry=registry)
+    async def resume(body: kopf.Body, **_: Any) -> None:
+        try:
+            await rec.start(_plain(body))
+        except (RetryLater, ApiError, OSError, TimeoutError) as error:
+            raise _temporary(error) from error
+
+    retries: set[asyncio.Task[None]] = set()
+
+    def retry_later(job: Json, attempt: int) -> None:
+        """Event handlers are not retried by kopf: the last event of a finished Job must
+        not be lost to one failed API call, so its import is converged again later."""
+        meta = job.get("metadata", {})
+        owner = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
+        if owner is None:
+            return
+
+        async def again() -> None:
+            await asyncio.sleep(min(60.0, 2.0**attempt))
+            try:
+                await rec.sync(meta.get("namespace", ""), owner["name"])
+            except (RetryLater, ApiError, OSError, TimeoutError) as error:
+                log.warning("job event retry failed", extra={"error": str(error),
+                                                             "attempt": attempt})
+                if attempt < 10:
+                    retry_later(job, attempt + 1)
+
+        task = asyncio.create_task(again())
+        retries.add(task)
+        task.add_done_callback(retries.discard)
+
+    @kopf.on.event("batch", "v1", "jobs", labels=JOB_SELECTOR, registry=registry)
+    async def job_changed(event: kopf.RawEvent, **_: Any) -> None:
+        job = cast(Json, event["object"])
+        try:
+            await rec.job_event(event.get("type"), job)
+        except (RetryLater, ApiError, OSError, TimeoutError) as error:
+            log.warning("job event not handled; retrying", extra={"error": str(error)})
+            retry_later(job, 1)
+
+    @kopf.on.event(*resource, registry=registry)
+    async def mediaimport_seen(event: kopf.RawEvent, **_: Any) -> None:
+        rec.observe(event.get("type"), cast(Json, event["object"]))
+        if event.get("type") == "DELETED":
+            await rec.deleted(cast(Json, event["object"]))
+
+    def _behind(status: kopf.Status, **_: Any) -> bool:
+        try:
+            return needs_recording(MediaImportStatus.model_validate(dict(status)))
+        except ValueError:
+            return False
+
+    @kopf.timer(
+        *resource,
+        id="record",
+        interval=settings.record_retry_interval,
+        initial_delay=settings.record_retry_interval,
+        when=_behind,
+        registry=registry,
+    )
+    async def record(name: str, namespace: str | None, **_: Any) -> None:
+        # The row could not be written (Postgres down): converge again until it is.
+        try:
+            await rec.sync(namespace or "", name)
+        except (RetryLater, ApiError, OSError, TimeoutError) as error:
+            log.warning("record retry failed", extra={"error": str(error)})
+
+    if settings.delete_objects_on_delete:
+
+        @kopf.on.delete(*resource, id="delete-objects", registry=registry)
+        async def delete_objects(body: kopf.Body, **_: Any) -> None:
+            mi = MediaImport.from_body(_plain(body))
+            result = mi.status.result
+            if mi.status.phase != Phase.READY or result is None:
+                await rec.cancelled(asset_id=mi.asset_id, import_uid=mi.ref.uid)
+                return
+            try:
+                keys = await runtime.objects.delete(result)
+            except Exception as error:
+                raise kopf.TemporaryError(f"could not delete objects: {error}", delay=10) from error
+            kopf.info(
+                cast(Any, body),
+                reason="ObjectsDeleted",
+                message=f"Deleted {len(keys)} objects from s3://{result.bucket}.",
+            )
+            if runtime.db is not None:
+                try:
+                    await runtime.db.mark_deleted(mi.asset_id, mi.ref.uid)
+                except DatabaseUnavailable as error:
+                    raise kopf.TemporaryError(
+                        f"database unavailable: {error}", delay=settings.record_retry_interval
+                    ) from error
+
+
+async def _sweep_forever(runtime: Runtime) -> None:
+    """Rows of imports deleted while no operator watched (or the database was down)."""
+    while True:
+        try:
+            cancelled = await runtime.reconciler.sweep_orphans()
+            if cancelled:
+                log.info("cancelled rows of deleted imports", extra={"rows": cancelled})
+        except (DatabaseUnavailable, ApiError, OSError, TimeoutError) as error:
+            log.info("orphan sweep postponed", extra={"error": str(error)})
+        await asyncio.sleep(runtime.settings.orphan_sweep_interval)
+
+
+def _plain(body: kopf.Body) -> Json:
+    # kopf.Body is a read-only mapping over the raw object: its top level copied
+    # gives plain dicts all the way down.
+    return dict(body)

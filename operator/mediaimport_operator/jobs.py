@@ -1,0 +1,189 @@
+"""MediaImport → batch/v1 Job manifest (pure: no API calls, no kopf)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from .model import API_VERSION, KIND, MediaImport
+from .settings import Settings
+
+MANAGED_BY = "mediaimport-operator"
+LABEL_IMPORT_NAME = "mediaimport.dev/import-name"
+LABEL_IMPORT_UID = "mediaimport.dev/import-uid"
+ANNOTATION_ASSET_ID = "mediaimport.dev/asset-id"
+ANNOTATION_USER_ID = "mediaimport.dev/user-id"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+CONTAINER_NAME = "import"
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+# The job's exit code for "this can never succeed" (mediaimport_job.result.ExitCode.PERMANENT).
+PERMANENT_EXIT_CODE = 2
+# A pod's name gets 6 more characters ("-abcde"); labels hold at most 63.
+MAX_JOB_NAME = 63
+_HASH_LENGTH = 10
+
+
+def job_name(mi: MediaImport) -> str:
+    """Deterministic per object: the same MediaImport always maps to the same Job.
+
+    The uid is part of the hash, so a MediaImport deleted and created again under
+    the same name never adopts its predecessor's Job (which may still be collected).
+    """
+    digest = hashlib.sha256(
+        f"{mi.ref.namespace}/{mi.ref.name}/{mi.ref.uid}".encode()
+    ).hexdigest()[:_HASH_LENGTH]
+    room = MAX_JOB_NAME - len("mi-") - 1 - _HASH_LENGTH
+    stem = mi.ref.name[:room].rstrip("-.")
+    return f"mi-{stem}-{digest}" if stem else f"mi-{digest}"
+
+
+def key_prefix(mi: MediaImport, settings: Settings) -> str:
+    return settings.key_prefix_template.format(user_id=mi.spec.user_id, asset_id=mi.asset_id)
+
+
+def labels(mi: MediaImport) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "mediaimport",
+        "app.kubernetes.io/instance": mi.ref.name,
+        "app.kubernetes.io/component": "import-job",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        LABEL_IMPORT_NAME: mi.ref.name,
+        LABEL_IMPORT_UID: mi.ref.uid,
+    }
+
+
+def owner_reference(mi: MediaImport) -> dict[str, Any]:
+    # controller + blockOwnerDeletion: a foreground delete of the MediaImport
+    # waits for the Job (and, through the Job, its pods) to be gone.
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": mi.ref.name,
+        "uid": mi.ref.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def job_args(mi: MediaImport, settings: Settings) -> list[str]:
+    spec = mi.spec
+    args = [
+        "--url", spec.url,
+        "--bucket", settings.bucket,
+        "--key-prefix", key_prefix(mi, settings),
+        "--thumbnail-width", str(spec.thumbnail.width),
+        "--thumbnail-at", _number(spec.thumbnail.at),
+        "--max-bytes", str(settings.max_bytes),
+        # Explicit although it is the job's default: runtimes (and the test node
+        # agent) map this path, and the result must land exactly there.
+        "--result-file", TERMINATION_MESSAGE_PATH,
+    ]
+    if spec.type:
+        args += ["--type", spec.type]
+    if spec.name:
+        args += ["--name", spec.name]
+    if spec.sha256:
+        args += ["--sha256", spec.sha256]
+    for network in settings.allowed_networks:
+        args += ["--allow-network", network]
+    return args
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def build_job(mi: MediaImport, settings: Settings) -> dict[str, Any]:
+    """The Job that imports ``mi``: least privilege, bounded in time, memory and disk."""
+    job_labels = labels(mi)
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": settings.run_as_user,
+            "runAsGroup": settings.run_as_user,
+            "fsGroup": settings.run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": CONTAINER_NAME,
+                "image": settings.job_image,
+                "imagePullPolicy": settings.job_image_pull_policy,
+                "command": list(settings.job_command),
+                "args": job_args(mi, settings),
+                "envFrom": [{"secretRef": {"name": settings.s3_secret_name}}],
+                "env": [
+                    {"name": "TMPDIR", "value": "/tmp"},  # noqa: S108 - the emptyDir
+                    *({"name": k, "value": v} for k, v in sorted(settings.job_extra_env.items())),
+                ],
+                "resources": {
+                    "requests": {
+                        "cpu": settings.cpu_request,
+                        "memory": settings.memory_request,
+                        "ephemeral-storage": "64Mi",
+                    },
+                    "limits": {"cpu": settings.cpu_limit, "memory": settings.memory_limit},
+                },
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "runAsNonRoot": True,
+                    "privileged": False,
+                    "capabilities": {"drop": ["ALL"]},
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+                # The job writes its result document itself; the log tail is only
+                # a fallback when it crashed before it could.
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
+            }
+        ],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": settings.tmp_size_limit}}],
+    }
+    if settings.job_service_account:
+        pod_spec["serviceAccountName"] = settings.job_service_account
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(mi),
+            "namespace": mi.ref.namespace,
+            "labels": job_labels,
+            "annotations": {
+                ANNOTATION_ASSET_ID: mi.asset_id,
+                ANNOTATION_USER_ID: mi.spec.user_id,
+            },
+            "ownerReferences": [owner_reference(mi)],
+        },
+        "spec": {
+            "backoffLimit": settings.backoff_limit,
+            "activeDeadlineSeconds": settings.deadline_for(mi.spec.type),
+            "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
+            "podFailurePolicy": {
+                "rules": [
+                    # The job exits 2 for what no retry can fix (404, not media, too large).
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": CONTAINER_NAME,
+                            "operator": "In",
+                            "values": [PERMANENT_EXIT_CODE],
+                        },
+                    },
+                    # Evictions, preemption and node drains are not the import's fault.
+                    {
+                        "action": "Ignore",
+                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                    },
+                ]
+            },
+            "template": {
+                "metadata": {"labels": job_labels},
+                "spec": pod_spec,
+            },
+        },
+    }

@@ -1,0 +1,221 @@
+"""A small async JSON client for the few Kubernetes calls the operator makes itself.
+
+kopf watches and patches through its own client; this one creates Jobs, reads
+pods, writes MediaImport status with a resourceVersion precondition and keeps
+the leader Lease. It rides on aiohttp (kopf's own transport) and takes its
+connection settings from the ordinary loaders of the ``kubernetes`` package
+(kubeconfig, or the in-cluster service account), so it reaches any cluster
+kopf reaches. Concurrency is bounded by one semaphore (``concurrency``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+Json = dict[str, Any]
+MERGE_PATCH = "application/merge-patch+json"
+log = logging.getLogger(__name__)
+_SA_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+class ApiError(Exception):
+    """A non-2xx answer of the API server."""
+
+    def __init__(self, method: str, path: str, status: int, body: Json | str) -> None:
+        self.status = status
+        self.body = body
+        self.reason = body.get("reason", "") if isinstance(body, dict) else ""
+        message = body.get("message", "") if isinstance(body, dict) else str(body)[:300]
+        super().__init__(f"{method} {path}: HTTP {status} {self.reason}: {message}")
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+
+@dataclass
+class _Connection:
+    server: str
+    ssl_context: ssl.SSLContext | bool
+    token: str | None
+    token_file: Path | None
+    refresh: Any = None  # the kubernetes Configuration, when its token needs refreshing
+
+
+def _load_connection() -> _Connection:
+    # The loaders only: slow to import, and used once.
+    from kubernetes import client, config  # noqa: PLC0415
+
+    cfg = client.Configuration()
+    token_file: Path | None = None
+    try:
+        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        token_file = _SA_TOKEN
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    context: ssl.SSLContext | bool
+    if cfg.verify_ssl is False:
+        context = False
+    else:
+        context = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
+        if cfg.cert_file and cfg.key_file:
+            context.load_cert_chain(cfg.cert_file, cfg.key_file)
+    token = None
+    auth = cfg.api_key.get("authorization") or cfg.api_key.get("BearerToken")
+    if auth:
+        token = str(auth).removeprefix("Bearer ").strip()
+    return _Connection(
+        server=str(cfg.host).rstrip("/"),
+        ssl_context=context,
+        token=token,
+        token_file=token_file,
+        refresh=cfg if cfg.refresh_api_key_hook else None,
+    )
+
+
+class Kube:
+    def __init__(self, *, concurrency: int = 16, timeout: float = 30.0) -> None:
+        self._conn = _load_connection()
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0))
+        self._limit = asyncio.Semaphore(concurrency)
+        # Creating a Job starts an import: it has lanes of its own, so it never
+        # queues behind status writes and reads when the API server is slow.
+        self._create_limit = asyncio.Semaphore(max(4, concurrency // 2))
+        self._concurrency = concurrency + max(4, concurrency // 2)
+        self._session: aiohttp.ClientSession | None = None
+        self._token_read_at = 0.0
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _headers(self) -> dict[str, str]:
+        conn = self._conn
+        now = time.monotonic()
+        # Projected service account tokens rotate: re-read the file every minute.
+        if conn.token_file is not None and now - self._token_read_at > 60:
+            conn.token = conn.token_file.read_text().strip()
+            self._token_read_at = now
+        elif conn.refresh is not None:
+            conn.refresh.refresh_api_key_hook(conn.refresh)
+            auth = conn.refresh.api_key.get("authorization") or ""
+            conn.token = str(auth).removeprefix("Bearer ").strip() or conn.token
+        headers = {"Accept": "application/json"}
+        if conn.token:
+            headers["Authorization"] = f"Bearer {conn.token}"
+        return headers
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                ssl=self._conn.ssl_context, limit=self._concurrency
+            )
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self._session
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+        priority: bool = False,
+    ) -> Json:
+        headers = self._headers()
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = json.dumps(body)
+        queued = time.monotonic()
+        async with self._create_limit if priority else self._limit:
+            started = time.monotonic()
+            async with self._get_session().request(
+                method, self._conn.server + path, data=data, params=params, headers=headers
+            ) as response:
+                result = await self._answer(method, path, response)
+        done = time.monotonic()
+        if done - queued > 1.0:
+            log.debug(
+                "slow API request",
+                extra={"method": method, "path": path, "queued_s": round(started - queued, 3),
+                       "request_s": round(done - started, 3)},
+            )
+        return result
+
+    @staticmethod
+    async def _answer(method: str, path: str, response: aiohttp.ClientResponse) -> Json:
+        text = await response.text()
+        try:
+            payload: Json | str = json.loads(text) if text else {}
+        except ValueError:
+            payload = text
+        if response.status >= 300:
+            raise ApiError(method, path, response.status, payload)
+        return payload if isinstance(payload, dict) else {}
+
+    # -- the calls the operator makes -------------------------------------------------
+    async def get(self, path: str) -> Json | None:
+        try:
+            return await self.request("GET", path)
+        except ApiError as error:
+            if error.not_found:
+                return None
+            raise
+
+    async def create(
+        self, path: str, body: Json, *, priority: bool = False
+    ) -> tuple[Json, bool]:
+        """Create; (object, True), or (the existing object, False) when it is already there."""
+        try:
+            return await self.request("POST", path, body=body, priority=priority), True
+        except ApiError as error:
+            if not error.conflict:
+                raise
+        existing = await self.get(f"{path}/{body['metadata']['name']}")
+        if existing is None:  # deleted in between: let the caller try again
+            raise ApiError("POST", path, 409, "AlreadyExists, then gone")
+        return existing, False
+
+    async def merge_patch(self, path: str, patch: Json) -> Json:
+        return await self.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
+
+    async def list_items(self, path: str, **params: str) -> list[Json]:
+        listing = await self.request("GET", path, params=params)
+        items = listing.get("items") or []
+        return [item for item in items if isinstance(item, dict)]
+
+
+def mediaimport_path(namespace: str, name: str | None = None) -> str:
+    base = f"/apis/mediaimport.dev/v1alpha1/namespaces/{namespace}/mediaimports"
+    return f"{base}/{name}" if name else base
+
+
+def job_path(namespace: str, name: str | None = None) -> str:
+    base = f"/apis/batch/v1/namespaces/{namespace}/jobs"
+    return f"{base}/{name}" if name else base
+
+
+def pods_path(namespace: str) -> str:
+    return f"/api/v1/namespaces/{namespace}/pods"
+
+
+def lease_path(namespace: str, name: str | None = None) -> str:
+    base = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+    return f"{base}/{name}" if name else base

@@ -1,0 +1,42 @@
+"""Prometheus metrics of the operator (served on /metrics next to /healthz)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+IMPORTS = Counter(
+    "mediaimport_imports",
+    "Imports that reached a terminal phase, by outcome (ready/failed) and reason.",
+    ["outcome", "reason"],
+    registry=REGISTRY,
+)
+IMPORT_DURATION = Histogram(
+    "mediaimport_import_duration_seconds",
+    "From the Job's creation to the import's terminal phase.",
+    ["outcome"],
+    buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600),
+    registry=REGISTRY,
+)
+IN_FLIGHT = Gauge(
+    "mediaimport_imports_in_flight",
+    "MediaImports seen by this replica that are Pending or Importing.",
+    registry=REGISTRY,
+)
+JOBS_CREATED = Counter(
+    "mediaimport_jobs_created",
+    "Import Jobs created (a Job found already there is not counted).",
+    registry=REGISTRY,
+)
+ROW_WRITES = Counter(
+    "mediaimport_row_writes",
+    "media_assets writes by result (written, terminal, conflict, unavailable).",
+    ["result"],
+    registry=REGISTRY,
+)
+LEADER = Gauge(
+    "mediaimport_operator_leader",
+    "1 while this replica holds the leader Lease and acts, else 0.",
+    registry=REGISTRY,
+)

@@ -1,0 +1,408 @@
+"""The operator's work, independent of kopf: start imports, converge their status, record rows.
+
+Level-triggered: every entry point re-reads the MediaImport, its Job and the
+Job's pods and derives the status (``status.derive``), so it does not matter
+which event arrives first, twice, or after a restart. Status writes carry the
+resourceVersion they were computed from (optimistic concurrency): a concurrent
+writer makes us re-read and derive again instead of overwriting newer state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from . import metrics
+from .db import Database, DatabaseUnavailable, UpsertOutcome
+from .jobs import (
+    ANNOTATION_ASSET_ID,
+    LABEL_IMPORT_UID,
+    build_job,
+    job_name,
+)
+from .kube import ApiError, Json, Kube, job_path, mediaimport_path, pods_path
+from .model import KIND, MediaImport, MediaImportStatus, Phase
+from .records import RowStatus, row_for, row_status
+from .settings import Settings
+from .status import (
+    REASON_ASSET_ID_CONFLICT,
+    REASON_DATABASE_UNAVAILABLE,
+    REASON_RECORDING_DISABLED,
+    REASON_ROW_UP_TO_DATE,
+    Decision,
+    Event,
+    JobView,
+    derive,
+    fail_without_job,
+    latest_outcomes,
+    needs_recording,
+    with_recorded,
+)
+
+log = logging.getLogger(__name__)
+
+PostEvent = Callable[[Json, Event], None]
+_MAX_CONFLICT_RETRIES = 8
+
+
+class RetryLater(Exception):  # noqa: N818 - a signal to the caller, not a bug
+    """Nothing is wrong, but the work is not done yet; the caller should retry after ``delay``."""
+
+    def __init__(self, message: str, delay: float) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@dataclass
+class Reconciler:
+    settings: Settings
+    kube: Kube
+    db: Database | None
+    post_event: PostEvent
+    clock: Callable[[], datetime] = utcnow
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _job_digests: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    # The latest MediaImport bodies seen through kopf's watch: a Job event then needs no
+    # GET. A stale body only costs a 409 on the status write, then a fresh read.
+    _seen: dict[str, Json] = field(default_factory=dict)
+
+    def observe(self, event_type: str | None, body: Json) -> None:
+        """Remember the latest body of a MediaImport (called for every watch event)."""
+        meta = body.get("metadata", {})
+        key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+        if event_type == "DELETED":
+            self._seen.pop(key, None)
+        else:
+            self._seen[key] = body
+    _in_flight: set[str] = field(default_factory=set)
+
+    # -- entry points ------------------------------------------------------------------
+    async def start(self, body: Json) -> None:
+        """A MediaImport appeared (or the operator restarted): make sure its import runs."""
+        mi = MediaImport.from_body(body)
+        if mi.deleting:
+            return
+        if mi.status.phase is not None and mi.status.phase.terminal:
+            self._done(mi.ref.uid)
+            if needs_recording(mi.status):
+                await self.sync(mi.ref.namespace, mi.ref.name)
+            return
+        self._track(mi.ref.uid)
+        async with self._lock(mi.ref.namespace, mi.ref.name):
+            # The row is claimed while the Job is created (both idempotent): an asset id
+            # that belongs to another user or import fails the import, and its Job —
+            # which cannot have started yet, and writes only under this user's own
+            # prefix anyway — is deleted again.
+            claim, job = await asyncio.gather(self._claim(mi), self._ensure_job(mi))
+            if claim is UpsertOutcome.CONFLICT:
+                await self._delete_job(job)
+                await self._fail_conflict(mi)
+                return
+            written: RowStatus | None = "uploading" if claim is UpsertOutcome.WRITTEN else None
+            # Just failed: the record timer retries, this write does not wait again.
+            failed = claim if isinstance(claim, DatabaseUnavailable) else None
+            await self._sync(mi.ref.namespace, mi.ref.name, job=job, written=written, body=body,
+                             db_error=failed)
+
+    async def _claim(self, mi: MediaImport) -> UpsertOutcome | DatabaseUnavailable | None:
+        """Write the uploading row of a new import (None: nothing to claim)."""
+        if self.db is None or mi.status.phase is not None:
+            return None
+        try:
+            outcome = await self.db.upsert(row_for(mi, mi.status))
+        except DatabaseUnavailable as error:
+            metrics.ROW_WRITES.labels("unavailable").inc()
+            log.warning(
+                "database unavailable; the row is written later",
+                extra={"mediaimport": mi.ref.name, "namespace": mi.ref.namespace,
+                       "error": str(error)},
+            )
+            return error
+        metrics.ROW_WRITES.labels(outcome.value).inc()
+        return outcome
+
+    async def _delete_job(self, job: Json) -> None:
+        meta = job["metadata"]
+        with contextlib.suppress(ApiError):
+            await self.kube.request(
+                "DELETE", job_path(meta["namespace"], meta["name"]),
+                body={"propagationPolicy": "Background"},
+            )
+
+    async def sync(
+        self, namespace: str, name: str, *, job: Json | None = None, cached: bool = False
+    ) -> None:
+        """Converge one MediaImport's status (and row) with its Job."""
+        async with self._lock(namespace, name):
+            body = self._seen.get(f"{namespace}/{name}") if cached else None
+            await self._sync(namespace, name, job=job, body=body)
+
+    async def job_event(self, event_type: str | None, job: Json) -> None:
+        """A Job of ours changed (or went away)."""
+        meta = job.get("metadata", {})
+        namespace = meta.get("namespace", "")
+        owner = next(
+            (
+                ref
+                for ref in meta.get("ownerReferences") or []
+                if ref.get("controller") and ref.get("kind") == KIND
+            ),
+            None,
+        )
+        if owner is None:
+            return
+        if event_type == "DELETED":
+            self._job_digests.pop(meta.get("uid", ""), None)
+            body = await self.kube.get(mediaimport_path(namespace, owner["name"]))
+            if body is None or body["metadata"]["uid"] != owner["uid"]:
+                await self.cancelled(
+                    asset_id=(meta.get("annotations") or {}).get(ANNOTATION_ASSET_ID),
+                    import_uid=owner["uid"],
+                )
+                return
+            mi = MediaImport.from_body(body)
+            if not mi.deleting and not (mi.status.phase and mi.status.phase.terminal):
+                # Someone deleted the Job of a running import: run it again.
+                await self.start(body)
+            return
+        digest = _job_digest(job)
+        key = meta.get("uid", "")
+        if self._job_digests.get(key) == digest:
+            return  # a change the import does not care about (e.g. the ready count)
+        await self.sync(namespace, owner["name"], job=job, cached=True)
+        self._job_digests[key] = digest
+
+    async def deleted(self, body: Json) -> None:
+        """A MediaImport is gone: a row still uploading is failed as cancelled."""
+        mi = MediaImport.from_body(body)
+        self._done(mi.ref.uid)
+        self._locks.pop(f"{mi.ref.namespace}/{mi.ref.name}", None)
+        if mi.status.phase is None or not mi.status.phase.terminal:
+            await self.cancelled(asset_id=mi.asset_id, import_uid=mi.ref.uid)
+
+    async def cancelled(self, *, asset_id: str | None, import_uid: str) -> None:
+        if self.db is None or not asset_id:
+            return
+        try:
+            if await self.db.cancel(asset_id, import_uid, self.clock()):
+                log.info("row cancelled", extra={"asset_id": asset_id})
+        except DatabaseUnavailable as error:
+            # The orphan sweep finds the row once the database is back.
+            log.warning("could not cancel the row yet", extra={"asset_id": asset_id,
+                                                              "error": str(error)})
+
+    async def sweep_orphans(self) -> int:
+        """Fail rows still uploading whose MediaImport is gone (deleted while unobserved)."""
+        if self.db is None:
+            return 0
+        cancelled = 0
+        for asset_id, ref in await self.db.uploading():
+            namespace, name, uid = ref.get("namespace"), ref.get("name"), ref.get("uid")
+            if not (isinstance(namespace, str) and isinstance(name, str) and isinstance(uid, str)):
+                continue
+            if self.settings.namespaces and namespace not in self.settings.namespaces:
+                continue
+            body = await self.kube.get(mediaimport_path(namespace, name))
+            gone = body is None or body["metadata"]["uid"] != uid
+            if gone and await self.db.cancel(asset_id, uid, self.clock()):
+                cancelled += 1
+        return cancelled
+
+    # -- internals ---------------------------------------------------------------------
+    def _lock(self, namespace: str, name: str) -> asyncio.Lock:
+        key = f"{namespace}/{name}"
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    def _track(self, uid: str) -> None:
+        self._in_flight.add(uid)
+        metrics.IN_FLIGHT.set(len(self._in_flight))
+
+    def _done(self, uid: str) -> None:
+        self._in_flight.discard(uid)
+        metrics.IN_FLIGHT.set(len(self._in_flight))
+
+    async def _ensure_job(self, mi: MediaImport) -> Json:
+        manifest = build_job(mi, self.settings)
+        job, created = await self.kube.create(
+            job_path(mi.ref.namespace), manifest, priority=True
+        )
+        # Its ADDED event tells nothing new.
+        self._job_digests.setdefault(job["metadata"].get("uid", ""), _job_digest(job))
+        if created:
+            metrics.JOBS_CREATED.inc()
+            log.info("job created", extra={"mediaimport": mi.ref.name,
+                                           "namespace": mi.ref.namespace,
+                                           "job": manifest["metadata"]["name"]})
+        return job
+
+    async def _fail_conflict(self, mi: MediaImport) -> None:
+        message = (
+            f"Asset id {mi.asset_id} already belongs to another user or MediaImport; "
+            "nothing was imported"
+        )
+        decision = fail_without_job(
+            mi, reason=REASON_ASSET_ID_CONFLICT, message=message, now=self.clock()
+        )
+        status = with_recorded(
+            decision.status, ok=False, reason=REASON_ASSET_ID_CONFLICT, message=message,
+            now=self.clock(), generation=mi.ref.generation,
+        )
+        await self._write(mi, Decision(status, decision.events))
+
+    async def _sync(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        job: Json | None = None,
+        written: RowStatus | None = None,
+        body: Json | None = None,
+        db_error: DatabaseUnavailable | None = None,
+    ) -> None:
+        for _ in range(_MAX_CONFLICT_RETRIES):
+            if body is None:
+                body = await self.kube.get(mediaimport_path(namespace, name))
+                if body is None:
+                    return
+            mi = MediaImport.from_body(body)
+            expected = job_name(mi)
+            if job is None or job.get("metadata", {}).get("name") != expected:
+                job = await self.kube.get(job_path(namespace, expected))
+            view = JobView.from_body(job) if job is not None else None
+            if view is not None and view.owner_uid not in (None, mi.ref.uid):
+                view = None  # a Job of a predecessor with the same name: not ours
+            outcomes = []
+            if view is not None and (view.finished or view.failed > 0):
+                pods = await self.kube.list_items(
+                    pods_path(namespace), labelSelector=f"batch.kubernetes.io/job-name={view.name}"
+                )
+                outcomes = latest_outcomes(pods)
+            decision = derive(mi, view, outcomes, now=self.clock())
+            status = await self._record(mi, decision.status, written, db_error)
+            decision = Decision(status, decision.events)
+            try:
+                await self._write(mi, decision)
+            except ApiError as error:
+                if error.conflict:
+                    job = body = None  # re-read everything: someone else wrote first
+                    continue
+                if error.not_found:
+                    return
+                raise
+            return
+        raise RetryLater(f"status of {namespace}/{name} kept changing under us", delay=1.0)
+
+    async def _record(
+        self,
+        mi: MediaImport,
+        status: MediaImportStatus,
+        written: RowStatus | None,
+        db_error: DatabaseUnavailable | None = None,
+    ) -> MediaImportStatus:
+        """Bring the row up to date with ``status`` when it may be behind."""
+        now = self.clock()
+        generation = mi.ref.generation
+        if self.db is None:
+            return with_recorded(
+                status, ok=False, reason=REASON_RECORDING_DISABLED,
+                message="No database is configured; the asset is not recorded",
+                now=now, generation=generation,
+            )
+        phase_changed = status.phase != mi.status.phase
+        if not phase_changed and not needs_recording(mi.status):
+            return status
+        target = row_status(status.phase)
+        if written == target:
+            outcome: UpsertOutcome | None = UpsertOutcome.WRITTEN
+        else:
+            try:
+                if db_error is not None and target == "uploading":
+                    raise db_error
+                outcome = await self.db.upsert(row_for(mi, status))
+                metrics.ROW_WRITES.labels(outcome.value).inc()
+            except DatabaseUnavailable as error:
+                if error is not db_error:
+                    metrics.ROW_WRITES.labels("unavailable").inc()
+                return with_recorded(
+                    status, ok=False, reason=REASON_DATABASE_UNAVAILABLE,
+                    message=(
+                        f"Postgres is unavailable ({_first_line(str(error))}); the row is "
+                        "written when it is back"
+                    ),
+                    now=now, generation=generation,
+                )
+        if outcome is UpsertOutcome.CONFLICT:
+            return with_recorded(
+                status, ok=False, reason=REASON_ASSET_ID_CONFLICT,
+                message=f"Asset id {mi.asset_id} belongs to another user or MediaImport",
+                now=now, generation=generation,
+            )
+        return with_recorded(
+            status, ok=True, reason=REASON_ROW_UP_TO_DATE,
+            message=f"The media_assets row {mi.asset_id} is {target}",
+            now=now, generation=generation,
+        )
+
+    async def _write(self, mi: MediaImport, decision: Decision) -> None:
+        new = decision.status.wire()
+        if new == mi.status.wire():
+            return
+        patch: dict[str, Any] = {
+            "metadata": {"resourceVersion": mi.resource_version},
+            "status": new,
+        }
+        await self.kube.merge_patch(
+            mediaimport_path(mi.ref.namespace, mi.ref.name) + "/status", patch
+        )
+        old_phase, new_phase = mi.status.phase, decision.status.phase
+        for event in decision.events:
+            self.post_event(mi.ref.body, event)
+        if new_phase != old_phase:
+            log.info(
+                "phase changed",
+                extra={"mediaimport": mi.ref.name, "namespace": mi.ref.namespace,
+                       "from": str(old_phase) if old_phase else None, "to": str(new_phase)},
+            )
+        if new_phase is not None and new_phase.terminal and new_phase != old_phase:
+            self._done(mi.ref.uid)
+            self._observe_terminal(decision.status)
+
+    def _observe_terminal(self, status: MediaImportStatus) -> None:
+        outcome = "ready" if status.phase == Phase.READY else "failed"
+        condition = status.condition("Succeeded")
+        metrics.IMPORTS.labels(outcome, condition.reason if condition else "").inc()
+        if status.start_time and status.completion_time:
+            seconds = (status.completion_time - status.start_time).total_seconds()
+            metrics.IMPORT_DURATION.labels(outcome).observe(max(0.0, seconds))
+
+
+def _job_digest(job: Json) -> tuple[Any, ...]:
+    """The parts of a Job's status that can change its import's status."""
+    status = job.get("status") or {}
+    conditions = tuple(
+        sorted(
+            (c.get("type"), c.get("status"))
+            for c in status.get("conditions") or []
+            if c.get("type") in ("Complete", "Failed")
+        )
+    )
+    return (status.get("active"), status.get("succeeded"), status.get("failed"), conditions)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:200] if text.strip() else "no answer"
+
+
+__all__ = ["LABEL_IMPORT_UID", "Reconciler", "RetryLater"]

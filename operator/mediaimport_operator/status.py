@@ -1,0 +1,508 @@
+"""Job, pods and the job's result document → MediaImport status (pure).
+
+The status is level-triggered: ``derive`` computes it from what exists now, so
+running it twice, late, or after a restart converges on the same answer. A
+terminal phase (Ready, Failed) is never left again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from mediaimport_job.result import FailedResult, FailureReason, ReadyResult, parse
+from pydantic import ValidationError
+
+from .model import (
+    RECORDED,
+    SUCCEEDED,
+    Condition,
+    ConditionStatus,
+    MediaImport,
+    MediaImportStatus,
+    MediaInfoStatus,
+    Phase,
+    ResultStatus,
+)
+
+# Succeeded condition reasons of our own (failures from the job use FailureReason values).
+REASON_PENDING = "Pending"
+REASON_JOB_CREATED = "JobCreated"
+REASON_RETRYING = "Retrying"
+REASON_IMPORTED = "Imported"
+REASON_DEADLINE = "DeadlineExceeded"
+REASON_BACKOFF = "BackoffLimitExceeded"
+REASON_POD_FAILURE_POLICY = "PodFailurePolicy"
+REASON_RESULT_UNAVAILABLE = "ResultUnavailable"
+REASON_JOB_FAILED = "JobFailed"
+REASON_ASSET_ID_CONFLICT = "AssetIdConflict"
+# Recorded condition reasons.
+REASON_ROW_UP_TO_DATE = "RowUpToDate"
+REASON_DATABASE_UNAVAILABLE = "DatabaseUnavailable"
+REASON_RECORDING_DISABLED = "RecordingDisabled"
+
+
+@dataclass(frozen=True)
+class JobView:
+    """The parts of a batch/v1 Job that decide an import's state."""
+
+    name: str
+    active: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    complete: bool = False
+    failed_reason: str | None = None
+    failed_message: str | None = None
+    finished_at: datetime | None = None
+    active_deadline_seconds: int | None = None
+    backoff_limit: int | None = None
+    uid: str | None = None
+    owner_uid: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.complete or self.failed_reason is not None
+
+    @property
+    def attempts(self) -> int:
+        return self.active + self.succeeded + self.failed
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> JobView:
+        meta = body.get("metadata", {})
+        spec = body.get("spec", {})
+        status = body.get("status") or {}
+        complete = False
+        failed_reason: str | None = None
+        failed_message: str | None = None
+        finished_at: datetime | None = None
+        for cond in status.get("conditions") or []:
+            if cond.get("status") != "True":
+                continue
+            if cond.get("type") == "Complete":
+                complete = True
+                finished_at = _time(cond.get("lastTransitionTime"))
+            elif cond.get("type") == "Failed":
+                failed_reason = cond.get("reason") or REASON_JOB_FAILED
+                failed_message = cond.get("message") or ""
+                finished_at = _time(cond.get("lastTransitionTime"))
+        if complete and status.get("completionTime"):
+            finished_at = _time(status["completionTime"])
+        owner_uid = next(
+            (ref.get("uid") for ref in meta.get("ownerReferences") or [] if ref.get("controller")),
+            None,
+        )
+        return cls(
+            name=meta.get("name", ""),
+            active=int(status.get("active") or 0),
+            succeeded=int(status.get("succeeded") or 0),
+            failed=int(status.get("failed") or 0),
+            complete=complete,
+            failed_reason=failed_reason,
+            failed_message=failed_message,
+            finished_at=finished_at,
+            active_deadline_seconds=spec.get("activeDeadlineSeconds"),
+            backoff_limit=spec.get("backoffLimit"),
+            uid=meta.get("uid"),
+            owner_uid=owner_uid,
+        )
+
+
+@dataclass(frozen=True)
+class PodOutcome:
+    """One finished pod: its exit code and the job's result document (if it left one)."""
+
+    name: str
+    phase: str
+    exit_code: int | None
+    finished_at: datetime | None
+    result: ReadyResult | FailedResult | None
+    raw_message: str = ""
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> PodOutcome | None:
+        status = body.get("status") or {}
+        phase = status.get("phase", "")
+        terminated: dict[str, Any] | None = None
+        for container in status.get("containerStatuses") or []:
+            state = container.get("state") or {}
+            terminated = state.get("terminated") or (container.get("lastState") or {}).get(
+                "terminated"
+            )
+            if terminated:
+                break
+        if phase not in ("Succeeded", "Failed") and terminated is None:
+            return None
+        message = (terminated or {}).get("message") or ""
+        return cls(
+            name=body.get("metadata", {}).get("name", ""),
+            phase=phase,
+            exit_code=(terminated or {}).get("exitCode"),
+            finished_at=_time((terminated or {}).get("finishedAt")),
+            result=parse_result(message),
+            raw_message=message,
+        )
+
+
+def parse_result(message: str) -> ReadyResult | FailedResult | None:
+    """The result document in a termination message, or None (absent, cut, or log text)."""
+    text = message.strip()
+    if not text:
+        return None
+    # FallbackToLogsOnError may leave log lines; the document is the last line.
+    for candidate in (text, text.splitlines()[-1]):
+        try:
+            return parse(candidate)
+        except (ValidationError, ValueError):
+            continue
+    return None
+
+
+def latest_outcomes(pods: Iterable[dict[str, Any]]) -> list[PodOutcome]:
+    """Finished pods, most recent first."""
+    outcomes = [o for o in (PodOutcome.from_body(p) for p in pods) if o is not None]
+    epoch = datetime.min.replace(tzinfo=UTC)
+    return sorted(outcomes, key=lambda o: (o.finished_at or epoch, o.name), reverse=True)
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: MediaImportStatus
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def phase(self) -> Phase:
+        return self.status.phase or Phase.PENDING
+
+
+def set_condition(
+    conditions: Sequence[Condition],
+    *,
+    type_: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    now: datetime,
+    generation: int | None,
+) -> tuple[Condition, ...]:
+    """Replace one condition; lastTransitionTime moves only when its status changes."""
+    old = next((c for c in conditions if c.type == type_), None)
+    since = old.last_transition_time if old is not None and old.status == status else now
+    new = Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=_sentence(message),
+        lastTransitionTime=since,
+        observedGeneration=generation,
+    )
+    others = [c for c in conditions if c.type != type_]
+    # Succeeded first: it is the summary people and tools look for.
+    return tuple(sorted([*others, new], key=lambda c: (c.type != SUCCEEDED, c.type)))
+
+
+def derive(
+    mi: MediaImport,
+    job: JobView | None,
+    outcomes: Sequence[PodOutcome],
+    *,
+    now: datetime,
+) -> Decision:
+    """The status ``mi`` should have given its Job and the Job's finished pods."""
+    old = mi.status
+    if old.phase is not None and old.phase.terminal:
+        return Decision(old)
+    base = old.model_copy(
+        update={
+            "observed_generation": mi.ref.generation,
+            "asset_id": mi.asset_id,
+            "type": old.type or mi.spec.type,
+        }
+    )
+    if job is None:
+        return _pending(base, mi, now)
+    base = base.model_copy(
+        update={
+            "job_name": job.name,
+            "start_time": old.start_time or now,
+            # The Job's first pod is on its way as soon as the Job exists.
+            "attempts": max(job.attempts, old.attempts or 0, 1),
+        }
+    )
+    if job.complete:
+        return _complete(base, mi, job, outcomes, now)
+    if job.failed_reason is not None:
+        return _failed(base, mi, job, outcomes, now)
+    return _running(base, mi, job, outcomes, now)
+
+
+def _pending(base: MediaImportStatus, mi: MediaImport, now: datetime) -> Decision:
+    status = _with_succeeded(
+        base,
+        mi,
+        phase=Phase.PENDING,
+        condition=ConditionStatus.UNKNOWN,
+        reason=REASON_PENDING,
+        message="Waiting for the import Job to be created",
+        now=now,
+    )
+    return Decision(status)
+
+
+def _running(
+    base: MediaImportStatus,
+    mi: MediaImport,
+    job: JobView,
+    outcomes: Sequence[PodOutcome],
+    now: datetime,
+) -> Decision:
+    events: list[Event] = []
+    if job.failed > 0:
+        last = outcomes[0] if outcomes else None
+        cause = _describe_failure(last)
+        total = (job.backoff_limit or 0) + 1
+        reason = REASON_RETRYING
+        message = (
+            f"Attempt {job.failed} of up to {total} failed ({cause}); the Job retries it"
+        )
+        previous = mi.status.condition(SUCCEEDED)
+        # The message starts with the failure count: another count is another failure
+        # (the cause may be filled in later, when the pod's status arrives).
+        if previous is None or not previous.message.startswith(f"Attempt {job.failed} of"):
+            events.append(Event("Warning", "AttemptFailed", _sentence(message)))
+    else:
+        reason = REASON_JOB_CREATED
+        message = f"Created Job {job.name} to import from {_host(mi.spec.url)}"
+    status = _with_succeeded(
+        base,
+        mi,
+        phase=Phase.IMPORTING,
+        condition=ConditionStatus.UNKNOWN,
+        reason=reason,
+        message=message,
+        now=now,
+    )
+    if mi.status.phase in (None, Phase.PENDING):
+        events.insert(
+            0, Event("Normal", REASON_JOB_CREATED, _sentence(f"Created Job {job.name}"))
+        )
+    return Decision(status, events)
+
+
+def _complete(
+    base: MediaImportStatus,
+    mi: MediaImport,
+    job: JobView,
+    outcomes: Sequence[PodOutcome],
+    now: datetime,
+) -> Decision:
+    ready = next(
+        (o.result for o in outcomes if isinstance(o.result, ReadyResult)),
+        None,
+    )
+    if ready is None:
+        return _finish_failed(
+            base,
+            mi,
+            now=job.finished_at or now,
+            reason=REASON_RESULT_UNAVAILABLE,
+            message=(
+                f"Job {job.name} completed but its pod left no readable result document "
+                "in its termination message"
+            ),
+        )
+    result = ResultStatus(
+        bucket=ready.bucket,
+        key=ready.key,
+        thumbnailKey=ready.thumbnailKey,
+        name=ready.name,
+        size=ready.size,
+        sha256=ready.sha256,
+        contentType=ready.contentType,
+        media=MediaInfoStatus.model_validate(ready.media.model_dump()),
+    )
+    message = (
+        f"Imported {ready.type} {ready.name} ({human_size(ready.size)}) "
+        f"to s3://{ready.bucket}/{ready.key}"
+    )
+    finished = job.finished_at or now
+    status = _with_succeeded(
+        base.model_copy(
+            update={"result": result, "type": ready.type, "completion_time": finished}
+        ),
+        mi,
+        phase=Phase.READY,
+        condition=ConditionStatus.TRUE,
+        reason=REASON_IMPORTED,
+        message=message,
+        now=now,
+    )
+    return Decision(status, [Event("Normal", REASON_IMPORTED, _sentence(message))])
+
+
+def _failed(
+    base: MediaImportStatus,
+    mi: MediaImport,
+    job: JobView,
+    outcomes: Sequence[PodOutcome],
+    now: datetime,
+) -> Decision:
+    job_reason = job.failed_reason or REASON_JOB_FAILED
+    attempts = max(job.attempts, 1)
+    tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+    last = next((o for o in outcomes if isinstance(o.result, FailedResult)), None)
+    document = last.result if last is not None and isinstance(last.result, FailedResult) else None
+    if job_reason == REASON_DEADLINE:
+        # The pod was stopped at the deadline: its own "Terminated" result is a consequence.
+        deadline = job.active_deadline_seconds
+        reason = REASON_DEADLINE
+        message = (
+            f"The import did not finish within its deadline of {deadline} s "
+            f"(activeDeadlineSeconds) and was stopped after {tries}"
+        )
+    elif document is not None and document.error.reason != FailureReason.TERMINATED:
+        reason = str(document.error.reason)
+        message = f"{_sentence(document.error.message)} The import failed after {tries}"
+    else:
+        reason = job_reason
+        detail = job.failed_message or "the Job failed"
+        message = f"{_sentence(detail)} The import failed after {tries}"
+    return _finish_failed(base, mi, now=job.finished_at or now, reason=reason, message=message)
+
+
+def _finish_failed(
+    base: MediaImportStatus, mi: MediaImport, *, now: datetime, reason: str, message: str
+) -> Decision:
+    status = _with_succeeded(
+        base.model_copy(update={"completion_time": now}),
+        mi,
+        phase=Phase.FAILED,
+        condition=ConditionStatus.FALSE,
+        reason=reason,
+        message=message,
+        now=now,
+    )
+    return Decision(status, [Event("Warning", reason, _sentence(message))])
+
+
+def fail_without_job(mi: MediaImport, *, reason: str, message: str, now: datetime) -> Decision:
+    """A MediaImport that cannot start at all (e.g. its asset id belongs to another import)."""
+    if mi.status.phase is not None and mi.status.phase.terminal:
+        return Decision(mi.status)
+    base = mi.status.model_copy(
+        update={
+            "observed_generation": mi.ref.generation,
+            "asset_id": mi.asset_id,
+            "type": mi.status.type or mi.spec.type,
+            "attempts": mi.status.attempts or 0,
+        }
+    )
+    return _finish_failed(base, mi, now=now, reason=reason, message=message)
+
+
+def _with_succeeded(
+    status: MediaImportStatus,
+    mi: MediaImport,
+    *,
+    phase: Phase,
+    condition: ConditionStatus,
+    reason: str,
+    message: str,
+    now: datetime,
+) -> MediaImportStatus:
+    conditions = set_condition(
+        status.conditions,
+        type_=SUCCEEDED,
+        status=condition,
+        reason=reason,
+        message=message,
+        now=now,
+        generation=mi.ref.generation,
+    )
+    return status.model_copy(update={"phase": phase, "conditions": conditions})
+
+
+def with_recorded(
+    status: MediaImportStatus,
+    *,
+    ok: bool,
+    reason: str,
+    message: str,
+    now: datetime,
+    generation: int | None,
+) -> MediaImportStatus:
+    conditions = set_condition(
+        status.conditions,
+        type_=RECORDED,
+        status=ConditionStatus.TRUE if ok else ConditionStatus.FALSE,
+        reason=reason,
+        message=message,
+        now=now,
+        generation=generation,
+    )
+    return status.model_copy(update={"conditions": conditions})
+
+
+def needs_recording(status: MediaImportStatus) -> bool:
+    """True when the row may be behind the status (and another try can help)."""
+    recorded = status.condition(RECORDED)
+    if recorded is None:
+        return status.phase is not None
+    return recorded.status != ConditionStatus.TRUE and recorded.reason not in (
+        REASON_ASSET_ID_CONFLICT,
+        REASON_RECORDING_DISABLED,
+    )
+
+
+def _describe_failure(outcome: PodOutcome | None) -> str:
+    if outcome is None:
+        return "the pod failed"
+    if isinstance(outcome.result, FailedResult):
+        return f"{outcome.result.error.reason}: {outcome.result.error.message.rstrip('.')}"
+    if outcome.exit_code is not None:
+        return f"exit code {outcome.exit_code}"
+    return "the pod failed"
+
+
+def _host(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or "the source"
+    except ValueError:
+        return "the source"
+
+
+def _sentence(text: str) -> str:
+    """A message as the API conventions want it: a sentence (capitalised, full stop)."""
+    text = text.strip()
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"  # pragma: no cover - loop always returns
+
+
+def _time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None

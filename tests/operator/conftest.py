@@ -1,0 +1,281 @@
+"""Fixtures of the operator's end-to-end tests: the CRD, the operator as a real process,
+media served from a loopback origin, and helpers to create and wait for MediaImports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from mediaimport_dev.binaries import binary
+from mediaimport_dev.controlplane import ControlPlane
+from mediaimport_dev.kube import Json, Kube, KubeError
+from mediaimport_dev.postgres import PostgresServer
+from mediaimport_dev.s3server import S3Server
+from psycopg.rows import dict_row
+from support.media import MediaLibrary
+from support.origin import Origin, serve
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_FILE = ROOT / "charts/mediaimport/crds/mediaimports.mediaimport.dev.yaml"
+JOB = str(Path(sys.executable).parent / "mediaimport-job")
+GROUP_PATH = "/apis/mediaimport.dev/v1alpha1"
+
+
+def kubectl(
+    plane: ControlPlane, *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(binary("kubectl")), "--kubeconfig", str(plane.kubeconfig), *args],
+        capture_output=True, text=True, check=check, timeout=60,
+    )
+
+
+def eventually(check: Callable[[], Any], *, timeout: float = 60.0, what: str = "") -> Any:
+    """Poll (tests may; the operator watches) until check() returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what or check}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def crd(control_plane: ControlPlane) -> str:
+    kubectl(control_plane, "apply", "-f", str(CRD_FILE))
+    kubectl(control_plane, "wait", "--for=condition=Established", "--timeout=60s",
+            "crd/mediaimports.mediaimport.dev")
+    # Discovery can lag Established by a moment.
+    kube = control_plane.kube()
+    eventually(lambda: _served(kube), timeout=30, what="the mediaimports API")
+    return "mediaimports.mediaimport.dev"
+
+
+def _served(kube: Kube) -> bool:
+    try:
+        kube.get(f"{GROUP_PATH}/mediaimports")
+    except KubeError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory: pytest.TempPathFactory) -> MediaLibrary:
+    return MediaLibrary(tmp_path_factory.mktemp("operator-media"))
+
+
+@pytest.fixture(scope="session")
+def origin() -> Iterator[Origin]:
+    with serve("127.0.0.2") as server:
+        yield server
+
+
+@dataclass
+class OperatorProcess:
+    """``python -m mediaimport_operator`` as a child process with its own log file."""
+
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+    def start(self) -> OperatorProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mediaimport_operator"],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: the operator dies at whatever line it was on."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_records(self) -> list[dict[str, Any]]:
+        records = []
+        for line in self.log().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+        return records
+
+
+@dataclass
+class Env:
+    """One test's world: a namespace with the S3 Secret, a bucket, a database, an operator."""
+
+    kube: Kube
+    plane: ControlPlane
+    namespace: str
+    bucket: str
+    s3: S3Server
+    postgres: PostgresServer
+    origin: Origin
+    media: MediaLibrary
+    tmp: Path
+    operators: list[OperatorProcess] = field(default_factory=list)
+
+    # -- operator ------------------------------------------------------------------
+    def operator_env(self, **overrides: str) -> dict[str, str]:
+        env = {
+            key: value for key, value in os.environ.items()
+            if not key.startswith(("AWS_", "MEDIAIMPORT_", "KUBECONFIG"))
+        }
+        env.update({
+            "KUBECONFIG": str(self.plane.kubeconfig),
+            "MEDIAIMPORT_NAMESPACES": self.namespace,
+            "MEDIAIMPORT_BUCKET": self.bucket,
+            "MEDIAIMPORT_S3_SECRET_NAME": "mediaimport-s3",
+            "MEDIAIMPORT_DATABASE_URL": self.postgres.url,
+            "MEDIAIMPORT_ALLOWED_NETWORKS": "127.0.0.2/32",
+            "MEDIAIMPORT_JOB_COMMAND": JOB,
+            "MEDIAIMPORT_HTTP_PORT": "0",
+            "MEDIAIMPORT_HTTP_HOST": "127.0.0.1",
+            "MEDIAIMPORT_LEASE_NAMESPACE": self.namespace,
+            "MEDIAIMPORT_LEASE_DURATION": "6",
+            "MEDIAIMPORT_LEASE_RENEW_DEADLINE": "4",
+            "MEDIAIMPORT_LEASE_RETRY_PERIOD": "1",
+            "MEDIAIMPORT_RECORD_RETRY_INTERVAL": "1",
+            "MEDIAIMPORT_ORPHAN_SWEEP_INTERVAL": "5",
+            "MEDIAIMPORT_TTL_SECONDS_AFTER_FINISHED": "600",
+            "MEDIAIMPORT_LOG_LEVEL": "DEBUG",
+            "PYTHONUNBUFFERED": "1",
+        })
+        env.update(overrides)
+        # The operator's own AWS_* only when a test gives them (deleting objects).
+        return env
+
+    def start_operator(self, **overrides: str) -> OperatorProcess:
+        index = len(self.operators)
+        env = self.operator_env(MEDIAIMPORT_IDENTITY=f"operator-{index}", **overrides)
+        proc = OperatorProcess(env, self.tmp / f"operator-{index}.log").start()
+        self.operators.append(proc)
+        return proc
+
+    # -- objects -------------------------------------------------------------------
+    def mi_path(self, name: str = "") -> str:
+        base = f"{GROUP_PATH}/namespaces/{self.namespace}/mediaimports"
+        return f"{base}/{name}" if name else base
+
+    def url(self, path: str) -> str:
+        return self.origin.url(path)
+
+    def create(self, mi_name: str, /, **spec: Any) -> Json:
+        body = {
+            "apiVersion": "mediaimport.dev/v1alpha1",
+            "kind": "MediaImport",
+            "metadata": {"name": mi_name},
+            "spec": {"userId": "user-1", **spec},
+        }
+        return self.kube.create(self.mi_path(), body)
+
+    def get(self, name: str) -> Json | None:
+        try:
+            return self.kube.get(self.mi_path(name))
+        except KubeError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def wait_phase(self, name: str, *phases: str, timeout: float = 90.0) -> Json:
+        def check() -> Json | None:
+            for op in self.operators:
+                if op.process is not None and op.process.poll() not in (None, -9, 0, 1):
+                    raise AssertionError(f"operator exited: {op.log()[-4000:]}")
+            body = self.get(name)
+            if body and (body.get("status") or {}).get("phase") in phases:
+                return body
+            return None
+
+        try:
+            return eventually(check, timeout=timeout, what=f"{name} in {phases}")
+        except AssertionError:
+            print(json.dumps(self.get(name), indent=1))
+            for op in self.operators:
+                print(op.log()[-6000:])
+            raise
+
+    def jobs(self, **selector: str) -> list[Json]:
+        params = {"labelSelector": ",".join(f"{k}={v}" for k, v in selector.items())}
+        return self.kube.get(f"/apis/batch/v1/namespaces/{self.namespace}/jobs",
+                             **params)["items"]
+
+    def pods(self) -> list[Json]:
+        return self.kube.get(f"/api/v1/namespaces/{self.namespace}/pods")["items"]
+
+    def events(self, name: str) -> list[Json]:
+        items = self.kube.get(
+            f"/api/v1/namespaces/{self.namespace}/events",
+            fieldSelector=f"involvedObject.name={name},involvedObject.kind=MediaImport",
+        )["items"]
+        return sorted(items, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+
+    def row(self, asset_id: str) -> dict[str, Any] | None:
+        try:
+            with psycopg.connect(self.postgres.url, row_factory=dict_row,
+                                 connect_timeout=3) as conn:
+                return conn.execute("SELECT * FROM media_assets WHERE id = %s",
+                                    (asset_id,)).fetchone()
+        except psycopg.errors.UndefinedTable:
+            return None
+
+
+@pytest.fixture
+def env(
+    control_plane: ControlPlane,
+    node_agent: Any,
+    crd: str,
+    kube: Kube,
+    namespace: str,
+    s3_server: S3Server,
+    s3_bucket: str,
+    postgres_server: PostgresServer,
+    origin: Origin,
+    media: MediaLibrary,
+    tmp_path: Path,
+) -> Iterator[Env]:
+    kube.create(
+        f"/api/v1/namespaces/{namespace}/secrets",
+        {
+            "metadata": {"name": "mediaimport-s3"},
+            "stringData": s3_server.env(),
+        },
+    )
+    world = Env(kube, control_plane, namespace, s3_bucket, s3_server, postgres_server,
+                origin, media, tmp_path)
+    yield world
+    for op in world.operators:
+        op.stop()
+
+
+def new_name(prefix: str = "mi") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"

@@ -1,0 +1,197 @@
+"""The media_assets writes against a real Postgres: migrations, upserts, conflicts, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+from mediaimport_dev.postgres import PostgresServer
+from mediaimport_operator.db import Database, DatabaseUnavailable, UpsertOutcome
+from mediaimport_operator.model import MediaImport
+from mediaimport_operator.records import row_for
+from mediaimport_operator.status import JobView, derive, latest_outcomes
+from operator_factories import job_body, mi_body, pod_body, ready_result
+from operator_support import stop_postgres_fast
+
+NOW = datetime(2026, 11, 24, 10, 0, 5, tzinfo=UTC)
+
+
+@pytest.fixture
+def database_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database per test (migrations start from nothing)."""
+    name = f"op_{uuid.uuid4().hex[:10]}"
+    admin = f"postgresql://postgres@127.0.0.1:{postgres_server.port}/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" OWNER "{postgres_server.user}"')
+    yield f"postgresql://{postgres_server.user}@127.0.0.1:{postgres_server.port}/{name}"
+
+
+def _mi(status=None, *, uid=None, user="user-1", asset=None):
+    spec = {"userId": user, "metadata": {"prompt": "p"}}
+    if asset:
+        spec["assetId"] = asset
+    return MediaImport.from_body(mi_body(status=status, spec=spec, uid=uid or str(uuid.uuid4())))
+
+
+def _ready(mi: MediaImport) -> MediaImport:
+    importing = derive(mi, JobView.from_body(job_body(active=1, owner_uid=mi.ref.uid)), [],
+                       now=NOW).status
+    mi = mi.model_copy(update={"status": importing})
+    pods = [pod_body("p", phase="Succeeded", exit_code=0, message=ready_result())]
+    job = job_body(succeeded=1, condition=("Complete", "", ""), owner_uid=mi.ref.uid)
+    ready = derive(mi, JobView.from_body(job), latest_outcomes(pods), now=NOW).status
+    return mi.model_copy(update={"status": ready})
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_migrations_apply_once_also_when_racing(database_url: str) -> None:
+    async def scenario() -> list[list[str]]:
+        dbs = [Database(database_url) for _ in range(3)]
+        try:
+            return list(await asyncio.gather(*(db.ensure_schema() for db in dbs)))
+        finally:
+            for db in dbs:
+                await db.close()
+
+    results = run(scenario())
+    assert sorted(len(r) for r in results) == [0, 0, 1]
+    with psycopg.connect(database_url) as conn:
+        versions = conn.execute("SELECT version, name FROM schema_migrations").fetchall()
+        assert versions == [(1, "0001_media_assets.sql")]
+        columns = {r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name='media_assets'"
+        )}
+    assert columns == {
+        "id", "user_id", "name", "file_size", "file_type", "s3_key", "thumbnail_s3_key",
+        "status", "checksum", "file_metadata", "folder_id", "tags", "is_deleted",
+        "created_at", "updated_at",
+    }
+
+
+def test_upserts_are_idempotent_and_never_regress(database_url: str) -> None:
+    async def scenario() -> None:
+        db = Database(database_url)
+        try:
+            mi = _mi()
+            assert await db.upsert(row_for(mi)) is UpsertOutcome.WRITTEN
+            assert await db.upsert(row_for(mi)) is UpsertOutcome.WRITTEN  # same again: fine
+            ready = _ready(mi)
+            assert await db.upsert(row_for(ready)) is UpsertOutcome.WRITTEN
+            assert await db.upsert(row_for(ready)) is UpsertOutcome.WRITTEN
+            # A late "uploading" write (an old event, a restarted operator) changes nothing.
+            assert await db.upsert(row_for(mi)) is UpsertOutcome.TERMINAL
+            row = await db.get(ready.asset_id)
+            assert row is not None
+            assert row["status"] == "ready"
+            assert row["file_size"] == 2_500_000
+            assert row["file_metadata"]["frame_rate"] == 30.0
+            assert row["file_metadata"]["prompt"] == "p"
+            # Cancelling a ready row does nothing either.
+            assert not await db.cancel(ready.asset_id, ready.ref.uid, NOW)
+        finally:
+            await db.close()
+
+    run(scenario())
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM media_assets").fetchone() == (1,)
+
+
+def test_an_asset_id_of_another_user_or_import_is_a_conflict(database_url: str) -> None:
+    async def scenario() -> None:
+        db = Database(database_url)
+        try:
+            asset = str(uuid.uuid4())
+            first = _mi(asset=asset)
+            assert await db.upsert(row_for(first)) is UpsertOutcome.WRITTEN
+            thief = _mi(asset=asset, user="someone-else")
+            assert await db.upsert(row_for(thief)) is UpsertOutcome.CONFLICT
+            same_user_other_import = _mi(asset=asset)
+            assert await db.upsert(row_for(same_user_other_import)) is UpsertOutcome.CONFLICT
+            row = await db.get(asset)
+            assert row is not None and row["user_id"] == "user-1"
+            assert row["file_metadata"]["mediaimport"]["uid"] == first.ref.uid
+        finally:
+            await db.close()
+
+    run(scenario())
+
+
+def test_a_row_made_by_the_api_is_claimed_by_its_import(database_url: str) -> None:
+    async def scenario() -> None:
+        db = Database(database_url)
+        try:
+            await db.ensure_schema()
+            asset = str(uuid.uuid4())
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                conn.execute(
+                    "INSERT INTO media_assets (id, user_id, name, status) VALUES"
+                    " (%s, 'user-1', 'x', 'uploading')", (asset,),
+                )
+            assert await db.upsert(row_for(_mi(asset=asset))) is UpsertOutcome.WRITTEN
+        finally:
+            await db.close()
+
+    run(scenario())
+
+
+def test_cancel_fails_an_uploading_row(database_url: str) -> None:
+    async def scenario() -> None:
+        db = Database(database_url)
+        try:
+            mi = _mi()
+            await db.upsert(row_for(mi))
+            assert [a for a, _ in await db.uploading()] == [mi.asset_id]
+            assert not await db.cancel(mi.asset_id, "another-uid", NOW)
+            assert await db.cancel(mi.asset_id, mi.ref.uid, NOW)
+            row = await db.get(mi.asset_id)
+            assert row is not None and row["status"] == "failed"
+            assert row["file_metadata"]["error"]["reason"] == "Cancelled"
+            assert await db.uploading() == []
+        finally:
+            await db.close()
+
+    run(scenario())
+
+
+def test_unavailable_then_back(services_root) -> None:
+    """A pool survives a database restart: errors while down, writes again once it is up."""
+    server = PostgresServer(services_root / f"pg-restart-{uuid.uuid4().hex[:6]}")
+    server.start()
+    try:
+        async def scenario() -> None:
+            db = Database(server.url, timeout=1.0)
+            try:
+                mi = _mi()
+                assert await db.upsert(row_for(mi)) is UpsertOutcome.WRITTEN
+                stop_postgres_fast(server)
+                with pytest.raises(DatabaseUnavailable):
+                    await db.upsert(row_for(_ready(mi)))
+                server.start()
+                assert await db.upsert(row_for(_ready(mi))) is UpsertOutcome.WRITTEN
+                row = await db.get(mi.asset_id)
+                assert row is not None and row["status"] == "ready"
+            finally:
+                await db.close()
+
+        run(scenario())
+    finally:
+        server.stop()
+
+
+def test_unreachable_database_fails_fast() -> None:
+    async def scenario() -> None:
+        db = Database("postgresql://nobody@127.0.0.1:1/none", timeout=0.5)
+        try:
+            with pytest.raises(DatabaseUnavailable):
+                await db.upsert(row_for(_mi()))
+        finally:
+            await db.close()
+
+    run(scenario())

@@ -1,0 +1,58 @@
+"""The operator as a `mediaimport-dev` component: CRD, S3 Secret, process, readiness, log."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from conftest import eventually
+from mediaimport_dev.controlplane import ControlPlane
+from mediaimport_dev.operator_runner import OperatorComponent
+from mediaimport_dev.postgres import PostgresServer
+from mediaimport_dev.s3server import S3Server
+from mediaimport_dev.stack import StackContext
+
+pytestmark = pytest.mark.e2e
+
+
+def test_component_installs_the_crd_and_runs_the_operator(
+    control_plane: ControlPlane, node_agent: Any, postgres_server: PostgresServer,
+    s3_server: S3Server, s3_bucket: str, origin: Any, media: Any, tmp_path: Path,
+) -> None:
+    ctx = StackContext(tmp_path, ["127.0.0.2/32"], s3_bucket)
+    ctx.env = {
+        "KUBECONFIG": str(control_plane.kubeconfig),
+        "DATABASE_URL": postgres_server.url,
+        "MEDIAIMPORT_BUCKET": s3_bucket,
+        "MEDIAIMPORT_ALLOWED_NETWORKS": "127.0.0.2/32",
+        **s3_server.env(),
+    }
+    component = OperatorComponent()
+    state = component.up(ctx)
+    try:
+        assert component.healthy(state)
+        assert "pid" in component.describe(state)
+        metrics = requests.get(f"http://127.0.0.1:{state['port']}/metrics", timeout=5).text
+        assert "mediaimport_operator_leader 1.0" in metrics
+        kube = control_plane.kube()
+        origin.add(media.path("image.png"), "devstack.png")
+        name = f"dev-{uuid.uuid4().hex[:6]}"
+        kube.create("/apis/mediaimport.dev/v1alpha1/namespaces/default/mediaimports", {
+            "apiVersion": "mediaimport.dev/v1alpha1", "kind": "MediaImport",
+            "metadata": {"name": name},
+            "spec": {"url": origin.url("/files/devstack.png"), "userId": "dev"},
+        })
+        path = f"/apis/mediaimport.dev/v1alpha1/namespaces/default/mediaimports/{name}"
+        body = eventually(
+            lambda: (b := kube.get(path)).get("status", {}).get("phase") in ("Ready", "Failed")
+            and b, timeout=60, what="the import")
+        assert body["status"]["phase"] == "Ready", body["status"]
+        kube.delete(path)
+        log = component.log_path(state)
+        assert log is not None and "became the leader" in log.read_text()
+    finally:
+        component.down(state)
+    assert not component.healthy(state)
