@@ -201,6 +201,10 @@ BASE: list[Component] = [
 # the API) add themselves here.
 EXTENSIONS: list[Component] = []
 
+from mediaimport_dev.operator_runner import OperatorComponent  # noqa: E402 - needs Component
+
+EXTENSIONS.append(OperatorComponent())
+
 
 def components() -> list[Component]:
     return [*BASE, *EXTENSIONS]
