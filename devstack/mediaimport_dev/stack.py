@@ -133,7 +133,7 @@ class NodeAgentComponent:
         except (KubeError, requests.RequestException):
             return False
         return any(c["type"] == "Ready" and c["status"] == "True"
-                   for c in node.get("status", {}).get("conditions", []))
+                   for c in (node.get("status") or {}).get("conditions") or [])
 
     def down(self, state: State) -> None:
         stop_group(state["pid"])

@@ -65,7 +65,7 @@ class Jobs:
 
         def check() -> Json | None:
             job = self.get(name) or {}
-            for condition in job.get("status", {}).get("conditions", []):
+            for condition in (job.get("status") or {}).get("conditions") or []:
                 if condition["type"] in kinds and condition["status"] == "True":
                     return dict(condition)
             return None

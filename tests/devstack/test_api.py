@@ -122,8 +122,9 @@ def test_crd_schema_cel_and_status_subresource(kube: Kube, namespace: str) -> No
             raise
 
     def established() -> bool:
-        conditions = kube.get(f"{crds}/gadgets.test.mediaimport.dev").get("status", {}).get(
-            "conditions", [])
+        # A just-created CRD may have no status, or a null conditions list, yet.
+        status = kube.get(f"{crds}/gadgets.test.mediaimport.dev").get("status") or {}
+        conditions = status.get("conditions") or []
         return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
     eventually(established, timeout=10, what="the CRD to be established")
