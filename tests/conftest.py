@@ -5,7 +5,8 @@ The control-plane fixtures live further down (appended by their module's owners)
 
 from __future__ import annotations
 
-import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,16 +20,15 @@ from mediaimport_dev.s3server import S3Server
 
 
 @pytest.fixture(scope="session")
-def services_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("services")
-    # Postgres runs as the unprivileged `postgres` user when we are root: every
-    # directory above its data directory must be traversable by that user.
-    for parent in [root, *root.parents]:
-        if parent == Path("/"):
-            break
-        if os.geteuid() == 0 and parent.stat().st_mode & 0o005 != 0o005:
-            parent.chmod(parent.stat().st_mode | 0o005)
-    return root
+def services_root() -> Iterator[Path]:
+    # Not under pytest's own temp root: pytest resets that to mode 0700 whenever
+    # a session starts, and Postgres runs as the unprivileged `postgres` user when
+    # we are root, so every directory above its data directory must stay
+    # traversable by that user.
+    root = Path(tempfile.mkdtemp(prefix="mediaimport-services-"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
