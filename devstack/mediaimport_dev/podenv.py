@@ -8,9 +8,9 @@ deliberate and documented (docs/local-stack.md):
   `secret` volumes are written there as files, `hostPath` is the path itself;
   other volume kinds become empty directories;
 - container paths cannot exist on the host, so the agent rewrites them: every
-  argument and environment value that starts with a volume's `mountPath` or the
-  container's `terminationMessagePath` (also after `--flag=`) gets the local
-  path instead, and `TMPDIR` points at the volume mounted on /tmp.
+  argument (but not the program) and environment value that starts with a
+  volume's `mountPath` or the container's `terminationMessagePath` (also after
+  `--flag=`) gets the local path instead, and `TMPDIR` points at the volume mounted on /tmp.
 """
 
 from __future__ import annotations
@@ -237,10 +237,11 @@ def prepare(pod: Json, pod_dir: Path, get: Getter, base_env: Mapping[str, str]) 
     env.update({"HOME": str(pod_dir), "HOSTNAME": pod["metadata"]["name"], "TMPDIR": tmp})
     _env(pod, container, sources, env, mounts)
 
-    argv = [
-        _rewrite(_expand(a, env), mounts)
-        for a in [*container["command"], *(container.get("args") or [])]
-    ]
+    # The program itself is a path on this machine (see above), never a
+    # container path: a venv under /tmp must not be mistaken for the /tmp volume.
+    program, *rest = [_expand(a, env) for a in [*container["command"],
+                                                 *(container.get("args") or [])]]
+    argv = [program, *(_rewrite(a, mounts) for a in rest)]
     cwd = pod_dir
     if container.get("workingDir"):
         candidate = Path(_rewrite(container["workingDir"], mounts))
