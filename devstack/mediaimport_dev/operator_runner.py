@@ -22,7 +22,7 @@ import yaml
 
 from mediaimport_dev.kube import Kube, KubeError
 from mediaimport_dev.ports import free_port
-from mediaimport_dev.processes import log_tail, pid_alive, spawn, stop_group
+from mediaimport_dev.processes import pid_alive, spawn, stop_group, wait_started
 
 if TYPE_CHECKING:
     from mediaimport_dev.stack import StackContext
@@ -117,15 +117,9 @@ class OperatorComponent:
             env=operator_env(ctx.env, port=port, home=home),
         )
         state = {"pid": process.pid, "log": str(log), "port": port}
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # start-up only: until kopf is ready
-            if process.poll() is not None:
-                raise RuntimeError(f"the operator exited; log {log}:\n{log_tail(log)}")
-            if self._ready(port):
-                return state
-            time.sleep(0.2)
-        stop_group(process.pid)
-        raise RuntimeError(f"the operator did not become ready; log {log}:\n{log_tail(log)}")
+        wait_started(process, log, lambda: self._ready(port),
+                     what="the operator", timeout=60, interval=0.2)
+        return state
 
     @staticmethod
     def _ready(port: int) -> bool:

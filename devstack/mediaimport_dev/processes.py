@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 
@@ -69,3 +69,31 @@ def log_tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def wait_started(
+    process: subprocess.Popen[bytes],
+    log_path: Path,
+    ready: Callable[[], bool],
+    *,
+    what: str,
+    timeout: float,
+    interval: float = 0.1,
+) -> None:
+    """Start-up only: poll ``ready()`` until it holds.
+
+    If the process exits first, or ``timeout`` passes (the process is then
+    stopped), raises RuntimeError naming ``what`` with the tail of its log.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited; log {log_path}:\n{log_tail(log_path)}")
+        if ready():
+            return
+        time.sleep(interval)
+    stop_group(process.pid)
+    raise RuntimeError(
+        f"{what} did not become ready within {timeout:.0f} s; "
+        f"log {log_path}:\n{log_tail(log_path)}"
+    )

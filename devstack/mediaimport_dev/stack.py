@@ -27,7 +27,7 @@ from mediaimport_dev.controlplane import ControlPlane
 from mediaimport_dev.kube import Kube, KubeError
 from mediaimport_dev.nodeagent import DEFAULT_NODE_NAME
 from mediaimport_dev.postgres import PostgresServer
-from mediaimport_dev.processes import log_tail, pid_alive, spawn, stop_group
+from mediaimport_dev.processes import pid_alive, spawn, stop_group, wait_started
 from mediaimport_dev.s3server import S3Server
 
 STATE_FILE = "stack.json"
@@ -116,15 +116,9 @@ class NodeAgentComponent:
         )
         state = {"pid": process.pid, "log": str(log), "kubeconfig": ctx.env["KUBECONFIG"]}
         kube = Kube.from_kubeconfig(ctx.env["KUBECONFIG"])
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # start-up only: wait for its Node
-            if process.poll() is not None:
-                raise RuntimeError(f"node agent exited; log {log}:\n{log_tail(log)}")
-            if self._node_ready(kube):
-                return state
-            time.sleep(0.1)
-        stop_group(process.pid)
-        raise RuntimeError(f"node agent did not register its Node; log {log}")
+        wait_started(process, log, lambda: self._node_ready(kube),
+                     what="the node agent (registering its Node)", timeout=30)
+        return state
 
     @staticmethod
     def _node_ready(kube: Kube) -> bool:
