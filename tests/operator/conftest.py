@@ -239,6 +239,22 @@ class Env:
         )["items"]
         return sorted(items, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
 
+    def reasons(self, name: str, *expected: str, timeout: float = 20.0) -> list[str]:
+        """The event reasons of a MediaImport, once all of ``expected`` are among them.
+
+        Events are posted after the status write, from the operator's posting queue: a
+        test that saw the phase change may read the events a moment before they land.
+        """
+        def check() -> list[str] | None:
+            reasons = [e["reason"] for e in self.events(name)]
+            return reasons if all(r in reasons for r in expected) else None
+
+        try:
+            return eventually(check, timeout=timeout, what=f"events {expected} of {name}")
+        except AssertionError:
+            print([(e["reason"], e.get("message")) for e in self.events(name)])
+            raise
+
     def row(self, asset_id: str) -> dict[str, Any] | None:
         try:
             with psycopg.connect(self.postgres.url, row_factory=dict_row,
