@@ -4,21 +4,27 @@
     python bench/operator_throughput.py --count 50 --max-pods 4
 
 Sets up a private stack (control plane, node agent, Postgres, S3, a loopback origin on
-127.0.0.2 serving a small PNG), starts the operator as a process (`python -m
-mediaimport_operator`), creates N MediaImports from N threads at once and follows
-everything through watches, stamping each event with the local monotonic clock when it
-arrives (creationTimestamps have 1 s granularity: too coarse for sub-second latencies).
+127.0.0.2 serving a small PNG), starts the node agent and the operator as processes (`python
+-m mediaimport_dev.nodeagent`, `python -m mediaimport_operator`), creates N MediaImports from
+32 threads at once and follows everything through watches, stamping each event with the
+local monotonic clock when it arrives (creationTimestamps have 1 s granularity: too coarse
+for sub-second latencies).
 
 Measures
 * wall_s: first create sent → last MediaImport seen Ready;
 * create→Job latency p50/p99: the create call returned → the Job's ADDED event received
-  (targets ≤ 0.3 s and ≤ 2 s);
+  (targets ≤ 0.3 s and ≤ 2 s), split into the watch delivering the new MediaImport
+  (create→watch) and the operator's part up to the Job's ADDED event (watch→Job);
 * operator peak RSS (VmHWM of the operator process), MiB;
 * overhead share: per import, (Job seen - MediaImport created) + (Ready seen - Job Complete
   seen), summed, over the sum of (Ready seen - created). The rest is the job itself and the
   node agent's queue (max pods at once). Target ≤ 10 %.
 
-Prints a table, then one JSON object as the last line of stdout.
+* CPU seconds of etcd, kube-apiserver, kube-controller-manager and the node agent with its
+  pods (the jobs) during the run [info]: on one machine they all compete for the cores.
+
+Prints a table, then one JSON object as the last line of stdout; the per-import stamps are
+left in `<work dir>/stamps.json` for a timeline.
 """
 
 from __future__ import annotations
@@ -36,12 +42,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import requests
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "devstack"))
 
 from mediaimport_dev.controlplane import ControlPlane  # noqa: E402
-from mediaimport_dev.kube import Kube  # noqa: E402
-from mediaimport_dev.nodeagent import NodeAgent  # noqa: E402
+from mediaimport_dev.kube import Kube, KubeError  # noqa: E402
+from mediaimport_dev.nodeagent import DEFAULT_NODE_NAME  # noqa: E402
 from mediaimport_dev.operator_runner import install_crd  # noqa: E402
 from mediaimport_dev.postgres import PostgresServer  # noqa: E402
 from mediaimport_dev.s3server import S3Server  # noqa: E402
@@ -80,21 +88,56 @@ class Watcher(threading.Thread):
         super().__init__(daemon=True)
         self.kube, self.path, self.stamp, self.params = kube, path, stamp, params
         self.stopped = threading.Event()
-        listing = kube.get(path, **params)
-        self.version = listing["metadata"]["resourceVersion"]
+        self.version = _list_version(kube, path, **params)
 
     def run(self) -> None:
         while not self.stopped.is_set():
-            for event in self.kube.watch(
-                self.path, resource_version=self.version, timeout_seconds=30, **self.params
-            ):
-                now = time.monotonic()
-                obj = event["object"]
-                self.version = obj["metadata"].get("resourceVersion", self.version)
-                if event["type"] in ("ADDED", "MODIFIED"):
-                    self.stamp(obj, now)
+            try:
+                self._follow()
+            except (requests.RequestException, KubeError):
                 if self.stopped.is_set():
-                    return
+                    return  # the stack is going down
+                raise
+
+    def _follow(self) -> None:
+        for event in self.kube.watch(
+            self.path, resource_version=self.version, timeout_seconds=30, **self.params
+        ):
+            now = time.monotonic()
+            obj = event["object"]
+            self.version = obj["metadata"].get("resourceVersion", self.version)
+            if event["type"] in ("ADDED", "MODIFIED"):
+                self.stamp(obj, now)
+            if self.stopped.is_set():
+                return
+
+
+def _list_version(kube: Kube, path: str, **params: str) -> str:
+    """The collection's resourceVersion; a CRD just established may answer 429 for a moment."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return str(kube.get(path, **params)["metadata"]["resourceVersion"])
+        except KubeError as error:
+            if error.status != 429 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def wait_for_node(kube: Kube, agent: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if agent.poll() is not None:
+            raise SystemExit(f"the node agent exited ({agent.returncode})")
+        try:
+            node = kube.get(f"/api/v1/nodes/{DEFAULT_NODE_NAME}")
+        except KubeError:
+            node = {}
+        conditions = (node.get("status") or {}).get("conditions") or []
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+            return
+        time.sleep(0.2)
+    raise SystemExit("the node agent did not register its Node within 60 s")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -110,9 +153,13 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """User + system CPU of a process (and of its waited-for children, when asked)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
@@ -128,8 +175,16 @@ def main() -> int:
             parent.chmod(parent.stat().st_mode | 0o005)
     plane = ControlPlane(work / "controlplane")
     plane.start()
-    agent = NodeAgent(plane.kube(), work / "nodeagent", max_pods=args.max_pods)
-    agent.start()
+    # The node agent in a process of its own, as `mediaimport-dev up` runs it: in this one
+    # it would share the GIL with the watchers that stamp the events.
+    agent_log = (work / "nodeagent.log").open("wb")
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "mediaimport_dev.nodeagent", "--kubeconfig", str(plane.kubeconfig),
+         "--state-dir", str(work / "nodeagent"), "--max-pods", str(args.max_pods)],
+        env={**os.environ, "PYTHONPATH": str(REPO / "devstack")},
+        stdout=agent_log, stderr=subprocess.STDOUT,
+    )
+    wait_for_node(plane.kube(), agent)
     postgres = PostgresServer(work / "postgres")
     postgres.start()
     s3 = S3Server(work / "s3")
@@ -179,6 +234,7 @@ def main() -> int:
             job_done: dict[str, float] = {}
             ready: dict[str, float] = {}
             failed: dict[str, float] = {}
+            mi_seen: dict[str, float] = {}
             lock = threading.Lock()
 
             def on_job(obj: dict[str, Any], now: float) -> None:
@@ -193,6 +249,7 @@ def main() -> int:
                 phase = (obj.get("status") or {}).get("phase")
                 name = obj["metadata"]["name"]
                 with lock:
+                    mi_seen.setdefault(name, now)
                     if phase == "Ready":
                         ready.setdefault(name, now)
                     elif phase == "Failed":
@@ -229,12 +286,18 @@ def main() -> int:
                 )
                 created[name] = time.monotonic()
 
+            cpu_before = {name: cpu_seconds(c.pid) for name, c in plane.components.items()}
+            cpu_before["node agent (incl. jobs)"] = cpu_seconds(agent.pid, children=True)
             start = time.monotonic()
             with ThreadPoolExecutor(32) as pool:
                 list(pool.map(create, names))
             create_s = time.monotonic() - start
             deadline = start + args.timeout
             while time.monotonic() < deadline:
+                if operator.poll() is not None:
+                    raise SystemExit(
+                        f"the operator exited ({operator.returncode}); see {work / 'operator.log'}"
+                    )
                 with lock:
                     if len(ready) + len(failed) >= args.count:
                         break
@@ -244,8 +307,29 @@ def main() -> int:
                 watcher.stopped.set()
             rss = peak_rss_mib(operator.pid)
             cpu = cpu_seconds(operator.pid)
+            # Where the machine's CPU went while the imports ran (children included: the
+            # node agent's are the jobs themselves).
+            component_cpu = {
+                name: round(cpu_seconds(c.pid) - cpu_before.get(name, 0.0), 1)
+                for name, c in plane.components.items()
+            }
+            component_cpu["node agent (incl. jobs)"] = round(
+                cpu_seconds(agent.pid, children=True) - cpu_before["node agent (incl. jobs)"], 1
+            )
 
         latencies = [job_seen[n] - created[n] for n in names if n in job_seen]
+        # The raw stamps (seconds from the first create), for a timeline of the run.
+        stamps = {
+            n: {k: round(d[n] - start, 3) for k, d in
+                (("created", created), ("seen", mi_seen), ("job", job_seen),
+                 ("jobDone", job_done), ("ready", ready)) if n in d}
+            for n in names
+        }
+        (work / "stamps.json").write_text(json.dumps(stamps, indent=1))
+        # Where the latency goes: the API server's watch delivering the new MediaImport
+        # (to this process, as to the operator), then the operator's own part.
+        delivery = [mi_seen[n] - created[n] for n in names if n in mi_seen]
+        reaction = [job_seen[n] - mi_seen[n] for n in names if n in job_seen and n in mi_seen]
         overhead = total = 0.0
         for name in names:
             if name in ready and name in job_done and name in job_seen:
@@ -262,6 +346,9 @@ def main() -> int:
             "imports_per_s": round(len(ready) / wall, 2) if wall else None,
             "create_to_job_p50_s": round(percentile(latencies, 0.5), 3) if latencies else None,
             "create_to_job_p99_s": round(percentile(latencies, 0.99), 3) if latencies else None,
+            "create_to_watch_p50_s": round(percentile(delivery, 0.5), 3) if delivery else None,
+            "watch_to_job_p50_s": round(percentile(reaction, 0.5), 3) if reaction else None,
+            "watch_to_job_p99_s": round(percentile(reaction, 0.99), 3) if reaction else None,
             "operator_peak_rss_mib": round(rss, 1),
             "operator_cpu_s": round(cpu, 1),
             "operator_overhead_share": round(share, 4),
@@ -280,6 +367,9 @@ def main() -> int:
                 else ("ok" if value is not None and value <= target else "MISSED")
             )
             print(f"{key:28} {value!s:>10}  {'' if target is None else f'<= {target} {verdict}'}")
+        print(f"{'cpu seconds during the run [info]':28}")
+        for name, seconds in component_cpu.items():
+            print(f"  {name:26} {seconds:>10}")
         print(json.dumps(figures))
         return 0
     finally:
@@ -289,7 +379,11 @@ def main() -> int:
                 operator.wait(20)
             except subprocess.TimeoutExpired:
                 operator.kill()
-        agent.stop()
+        agent.terminate()
+        try:
+            agent.wait(20)
+        except subprocess.TimeoutExpired:
+            agent.kill()
         s3.stop()
         postgres.stop()
         plane.stop()

@@ -12,7 +12,9 @@ collector and the operator can be exercised on a machine without Docker:
   `<state-dir>/pods/<namespace>_<name>_<uid>/<container>.log` (logged when it starts);
 - it writes pod status as a kubelet does (Running, then Succeeded/Failed with
   `state.terminated`), honours deletion (SIGTERM, SIGKILL after the grace period,
-  final status, then delete with grace 0) and runs at most `max_pods` at once.
+  final status, then delete with grace 0) and runs at most `max_pods` at once,
+  at a lower CPU priority than the control plane (`pod_nice`, as a kubelet's
+  cgroups keep workloads from starving the node's daemons).
 
 It is watch-driven: no polling, so a Job's round trip costs what the controllers cost.
 
@@ -53,6 +55,8 @@ HEARTBEAT_SECONDS = 20.0
 CONFIG_RETRY_SECONDS = 2.0
 # What a pod's process inherits from the agent: enough to find and run programs,
 # nothing that would hand it the agent's credentials (KUBECONFIG, AWS_*, ...).
+# Scheduling priority (nice) of pod processes: see NodeAgent._lower_priority.
+DEFAULT_POD_NICE = 10
 INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "VIRTUAL_ENV")
 
 
@@ -95,11 +99,13 @@ class NodeAgent:
         *,
         node_name: str = DEFAULT_NODE_NAME,
         max_pods: int = 2,
+        pod_nice: int = DEFAULT_POD_NICE,
     ) -> None:
         self.kube = kube
         self.state_dir = Path(state_dir).resolve()
         self.node_name = node_name
         self.max_pods = max_pods
+        self.pod_nice = pod_nice
         self._runs: dict[str, _Run] = {}
         self._lock = threading.Lock()
         self._queue: queue.Queue[_Run | None] = queue.Queue()
@@ -434,6 +440,7 @@ class NodeAgent:
                              reason="StartError")
             return
         pid = run.process.pid
+        self._lower_priority(pid)
         log.info("pod %s: running %s (pid %d), log %s", run.ref, spec.argv[0], pid, spec.log_file)
         self._patch_status(run, podstatus.running(
             container, started_at=started, pid=pid, host_ip=HOST_IP))
@@ -450,6 +457,18 @@ class NodeAgent:
         self._finish(run, container, podstatus.exit_code(returncode), started=started,
                      message=message, pid=pid)
         log.info("pod %s: exited %d", run.ref, podstatus.exit_code(returncode))
+
+    def _lower_priority(self, pgid: int) -> None:
+        """Pods yield the CPU to the control plane and the operator on this one machine.
+
+        A real node keeps its workloads from starving the system daemons with cgroups
+        (kube-reserved, CPU shares by request); here the whole cluster shares the
+        machine, so the pod's process group runs at a lower scheduling priority.
+        """
+        if self.pod_nice <= 0:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.setpriority(os.PRIO_PGRP, pgid, self.pod_nice)
 
     def _finish(self, run: _Run, container: Json, code: int, *, started: str, message: str,
                 pid: int | None = None, reason: str | None = None) -> None:
@@ -489,10 +508,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", required=True, type=Path)
     parser.add_argument("--max-pods", type=int, default=2)
     parser.add_argument("--node-name", default=DEFAULT_NODE_NAME)
+    parser.add_argument("--pod-nice", type=int, default=DEFAULT_POD_NICE,
+                        help="nice value of pod processes, so they yield the CPU to the "
+                             "control plane (0: none; default %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     agent = NodeAgent(Kube.from_kubeconfig(args.kubeconfig), args.state_dir,
-                      node_name=args.node_name, max_pods=args.max_pods)
+                      node_name=args.node_name, max_pods=args.max_pods,
+                      pod_nice=args.pod_nice)
     agent.start()
     try:
         agent.wait()

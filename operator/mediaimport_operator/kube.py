@@ -5,12 +5,15 @@ pods, writes MediaImport status with a resourceVersion precondition and keeps
 the leader Lease. It rides on aiohttp (kopf's own transport) and takes its
 connection settings from the ordinary loaders of the ``kubernetes`` package
 (kubeconfig, or the in-cluster service account), so it reaches any cluster
-kopf reaches. Concurrency is bounded by one semaphore (``concurrency``).
+kopf reaches. Requests travel in lanes (``Lane``), each bounded by a semaphore:
+Job creations go first, the Lease is never held back by either.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import enum
 import json
 import logging
 import ssl
@@ -25,6 +28,8 @@ import aiohttp
 Json = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
 log = logging.getLogger(__name__)
+# Longest a request waits for pending Job creations to go first.
+_MAX_YIELD_S = 2.0
 _SA_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 
@@ -45,6 +50,14 @@ class ApiError(Exception):
     @property
     def conflict(self) -> bool:
         return self.status == 409
+
+
+class Lane(enum.Enum):
+    """Which share of the connections a request uses, and whether it yields."""
+
+    WORK = "work"  # status writes, reads: yields to pending creations
+    CREATE = "create"  # creating an import's Job: lanes of its own, goes first
+    LEASE = "lease"  # leader election: lanes of its own, never held back
 
 
 @dataclass
@@ -91,11 +104,19 @@ class Kube:
     def __init__(self, *, concurrency: int = 16, timeout: float = 30.0) -> None:
         self._conn = _load_connection()
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0))
-        self._limit = asyncio.Semaphore(concurrency)
-        # Creating a Job starts an import: it has lanes of its own, so it never
-        # queues behind status writes and reads when the API server is slow.
-        self._create_limit = asyncio.Semaphore(max(4, concurrency // 2))
-        self._concurrency = concurrency + max(4, concurrency // 2)
+        creations = max(4, concurrency // 2)
+        self._limits = {
+            Lane.WORK: asyncio.Semaphore(concurrency),
+            Lane.CREATE: asyncio.Semaphore(creations),
+            Lane.LEASE: asyncio.Semaphore(2),
+        }
+        self._concurrency = concurrency + creations + 2
+        # Ordinary work holds back while Job creations wait or run: in a burst of new
+        # imports, starting them comes before writing their statuses (measured in
+        # bench/operator_throughput.py: the API server is the shared bottleneck).
+        self._creating = 0
+        self._no_creations = asyncio.Event()
+        self._no_creations.set()
         self._session: aiohttp.ClientSession | None = None
         self._token_read_at = 0.0
 
@@ -136,7 +157,7 @@ class Kube:
         body: Any = None,
         params: Mapping[str, str] | None = None,
         content_type: str = "application/json",
-        priority: bool = False,
+        lane: Lane = Lane.WORK,
     ) -> Json:
         headers = self._headers()
         data = None
@@ -144,12 +165,25 @@ class Kube:
             headers["Content-Type"] = content_type
             data = json.dumps(body)
         queued = time.monotonic()
-        async with self._create_limit if priority else self._limit:
-            started = time.monotonic()
-            async with self._get_session().request(
-                method, self._conn.server + path, data=data, params=params, headers=headers
-            ) as response:
-                result = await self._answer(method, path, response)
+        if lane is Lane.CREATE:
+            self._creating += 1
+            self._no_creations.clear()
+        elif lane is Lane.WORK:
+            # Bounded, so a steady stream of creations cannot starve everything else.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._no_creations.wait(), _MAX_YIELD_S)
+        try:
+            async with self._limits[lane]:
+                started = time.monotonic()
+                async with self._get_session().request(
+                    method, self._conn.server + path, data=data, params=params, headers=headers
+                ) as response:
+                    result = await self._answer(method, path, response)
+        finally:
+            if lane is Lane.CREATE:
+                self._creating -= 1
+                if not self._creating:
+                    self._no_creations.set()
         done = time.monotonic()
         if done - queued > 1.0:
             log.debug(
@@ -171,20 +205,20 @@ class Kube:
         return payload if isinstance(payload, dict) else {}
 
     # -- the calls the operator makes -------------------------------------------------
-    async def get(self, path: str) -> Json | None:
+    async def get(self, path: str, *, lane: Lane = Lane.WORK) -> Json | None:
         try:
-            return await self.request("GET", path)
+            return await self.request("GET", path, lane=lane)
         except ApiError as error:
             if error.not_found:
                 return None
             raise
 
     async def create(
-        self, path: str, body: Json, *, priority: bool = False
+        self, path: str, body: Json, *, lane: Lane = Lane.WORK
     ) -> tuple[Json, bool]:
         """Create; (object, True), or (the existing object, False) when it is already there."""
         try:
-            return await self.request("POST", path, body=body, priority=priority), True
+            return await self.request("POST", path, body=body, lane=lane), True
         except ApiError as error:
             if not error.conflict:
                 raise

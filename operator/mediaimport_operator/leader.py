@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import metrics
-from .kube import ApiError, Json, Kube, lease_path
+from .kube import ApiError, Json, Kube, Lane, lease_path
 
 log = logging.getLogger(__name__)
 
@@ -103,20 +103,21 @@ class LeaderElector:
         self.is_leader = False
         metrics.LEADER.set(0)
         try:
-            lease = await self.kube.get(lease_path(self.namespace, self.name))
+            lease = await self.kube.get(lease_path(self.namespace, self.name), lane=Lane.LEASE)
             if lease and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
                 spec = dict(lease["spec"])
                 spec.update({"holderIdentity": None, "leaseDurationSeconds": 1,
                              "renewTime": _micro_time()})
                 await self.kube.request(
-                    "PUT", lease_path(self.namespace, self.name), body={**lease, "spec": spec}
+                    "PUT", lease_path(self.namespace, self.name), body={**lease, "spec": spec},
+                    lane=Lane.LEASE,
                 )
         except (ApiError, OSError, TimeoutError) as error:
             log.warning("could not release the lease", extra={"error": str(error)})
 
     async def _try_acquire_or_renew(self) -> bool:
         now = datetime.now(UTC)
-        lease = await self.kube.get(lease_path(self.namespace, self.name))
+        lease = await self.kube.get(lease_path(self.namespace, self.name), lane=Lane.LEASE)
         mine = {
             "holderIdentity": self.identity,
             "leaseDurationSeconds": max(1, round(self.lease_duration)),
@@ -130,7 +131,9 @@ class LeaderElector:
                 "spec": {**mine, "acquireTime": _micro_time(now), "leaseTransitions": 0},
             }
             try:
-                await self.kube.request("POST", lease_path(self.namespace), body=body)
+                await self.kube.request(
+                    "POST", lease_path(self.namespace), body=body, lane=Lane.LEASE
+                )
             except ApiError as error:
                 if error.conflict:
                     return False
@@ -157,7 +160,8 @@ class LeaderElector:
             # resourceVersion in the body makes the write conditional: of two
             # candidates taking an expired lease, exactly one succeeds.
             await self.kube.request(
-                "PUT", lease_path(self.namespace, self.name), body={**lease, "spec": new_spec}
+                "PUT", lease_path(self.namespace, self.name), body={**lease, "spec": new_spec},
+                lane=Lane.LEASE,
             )
         except ApiError as error:
             if error.conflict:

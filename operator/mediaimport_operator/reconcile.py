@@ -25,7 +25,7 @@ from .jobs import (
     build_job,
     job_name,
 )
-from .kube import ApiError, Json, Kube, job_path, mediaimport_path, pods_path
+from .kube import ApiError, Json, Kube, Lane, job_path, mediaimport_path, pods_path
 from .model import KIND, MediaImport, MediaImportStatus, Phase
 from .records import RowStatus, row_for, row_status
 from .settings import Settings
@@ -236,7 +236,7 @@ class Reconciler:
     async def _ensure_job(self, mi: MediaImport) -> Json:
         manifest = build_job(mi, self.settings)
         job, created = await self.kube.create(
-            job_path(mi.ref.namespace), manifest, priority=True
+            job_path(mi.ref.namespace), manifest, lane=Lane.CREATE
         )
         # Its ADDED event tells nothing new.
         self._job_digests.setdefault(job["metadata"].get("uid", ""), _job_digest(job))

@@ -1,0 +1,127 @@
+"""The operator's API client lanes, against a real HTTP server on loopback.
+
+A Job creation that is waiting or in flight holds ordinary requests back (bounded);
+the leader Lease is never held back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import kubernetes.config.kube_config
+import pytest
+import yaml
+from aiohttp import web
+from mediaimport_operator import kube as kube_module
+from mediaimport_operator.kube import Kube, Lane
+
+
+class SlowServer:
+    """Answers every request; POSTs to .../jobs take ``create_s`` seconds."""
+
+    def __init__(self, create_s: float) -> None:
+        self.create_s = create_s
+        self.arrivals: list[tuple[str, str, float]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.arrivals.append((request.method, request.path, time.monotonic()))
+        if request.method == "POST" and request.path.endswith("/jobs"):
+            await asyncio.sleep(self.create_s)
+        return web.json_response({"metadata": {"name": "x"}})
+
+
+@pytest.fixture
+def kubeconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "kubeconfig"
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
+    return path
+
+
+async def _serve(server: SlowServer, kubeconfig: Path) -> web.AppRunner:
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", server.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    config = yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "c",
+    })
+    await asyncio.to_thread(kubeconfig.write_text, config)
+    return runner
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_ordinary_requests_wait_for_pending_creations_and_the_lease_does_not(
+    kubeconfig: Path,
+) -> None:
+    server = SlowServer(create_s=0.5)
+
+    async def scenario() -> dict[str, float]:
+        runner = await _serve(server, kubeconfig)
+        kube = Kube(concurrency=4)
+        try:
+            started = time.monotonic()
+            create = asyncio.create_task(
+                kube.create("/apis/batch/v1/namespaces/n/jobs", {"metadata": {"name": "j"}},
+                            lane=Lane.CREATE)
+            )
+            await asyncio.sleep(0.05)  # the creation is in flight
+            done: dict[str, float] = {}
+
+            async def timed(label: str, lane: Lane) -> None:
+                await kube.get(f"/apis/x/{label}", lane=lane)
+                done[label] = time.monotonic() - started
+
+            await asyncio.gather(create, timed("status", Lane.WORK), timed("lease", Lane.LEASE))
+            done["create"] = time.monotonic() - started
+            return done
+        finally:
+            await kube.close()
+            await runner.cleanup()
+
+    done = _run(scenario())
+    assert done["lease"] < 0.3, done
+    assert done["status"] >= 0.5, done  # not sent until the creation answered
+    order = [path.rsplit("/", 1)[-1] for _, path, _ in server.arrivals]
+    assert order.index("jobs") < order.index("status")
+
+
+def test_ordinary_requests_are_held_back_for_a_bounded_time(
+    kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(kube_module, "_MAX_YIELD_S", 0.2)
+    server = SlowServer(create_s=1.5)
+
+    async def scenario() -> float:
+        runner = await _serve(server, kubeconfig)
+        kube = Kube(concurrency=4)
+        try:
+            create = asyncio.create_task(
+                kube.create("/apis/batch/v1/namespaces/n/jobs", {"metadata": {"name": "j"}},
+                            lane=Lane.CREATE)
+            )
+            await asyncio.sleep(0.05)
+            started = time.monotonic()
+            await kube.get("/apis/x/status")
+            waited = time.monotonic() - started
+            await create
+            return waited
+        finally:
+            await kube.close()
+            await runner.cleanup()
+
+    waited = _run(scenario())
+    assert 0.15 <= waited < 1.0
