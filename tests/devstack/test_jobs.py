@@ -25,6 +25,15 @@ def test_job_completes_with_termination_message(jobs: Jobs) -> None:
     assert terminated["startedAt"] <= terminated["finishedAt"]
 
 
+def test_pods_run_at_a_lower_cpu_priority_than_the_agent(jobs: Jobs) -> None:
+    # `nice` without arguments prints its niceness; the agent (this test process) has 0.
+    jobs.create("nice", ["sh", "-c", "nice > \"$1\"", "sh", "/dev/termination-log"])
+    jobs.condition("nice", "Complete")
+    (pod,) = jobs.pods("nice")
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["message"].strip() == "10"
+
+
 def test_pod_failure_policy_fails_job_at_once(jobs: Jobs) -> None:
     jobs.create(
         "permanent",
