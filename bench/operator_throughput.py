@@ -49,9 +49,10 @@ sys.path.insert(0, str(REPO / "devstack"))
 
 from mediaimport_dev.controlplane import ControlPlane  # noqa: E402
 from mediaimport_dev.kube import Kube, KubeError  # noqa: E402
-from mediaimport_dev.nodeagent import DEFAULT_NODE_NAME  # noqa: E402
+from mediaimport_dev.nodeagent import node_ready  # noqa: E402
 from mediaimport_dev.operator_runner import install_crd  # noqa: E402
 from mediaimport_dev.postgres import PostgresServer  # noqa: E402
+from mediaimport_dev.processes import spawn, stop_group, wait_started  # noqa: E402
 from mediaimport_dev.s3server import S3Server  # noqa: E402
 from mediaimport_dev.samples import serve_directory  # noqa: E402
 
@@ -124,22 +125,6 @@ def _list_version(kube: Kube, path: str, **params: str) -> str:
             time.sleep(0.5)
 
 
-def wait_for_node(kube: Kube, agent: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if agent.poll() is not None:
-            raise SystemExit(f"the node agent exited ({agent.returncode})")
-        try:
-            node = kube.get(f"/api/v1/nodes/{DEFAULT_NODE_NAME}")
-        except KubeError:
-            node = {}
-        conditions = (node.get("status") or {}).get("conditions") or []
-        if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
-            return
-        time.sleep(0.2)
-    raise SystemExit("the node agent did not register its Node within 60 s")
-
-
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
@@ -162,6 +147,14 @@ def cpu_seconds(pid: int, *, children: bool = False) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_by_component(plane: ControlPlane, agent_pid: int) -> dict[str, float]:
+    """CPU seconds so far of each control-plane process and of the node agent with its
+    finished pods (the jobs themselves): on one machine they all compete for the cores."""
+    seconds = {name: cpu_seconds(c.pid) for name, c in plane.components.items()}
+    seconds["node agent (incl. jobs)"] = cpu_seconds(agent_pid, children=True)
+    return seconds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=200)
@@ -177,20 +170,21 @@ def main() -> int:
     plane.start()
     # The node agent in a process of its own, as `mediaimport-dev up` runs it: in this one
     # it would share the GIL with the watchers that stamp the events.
-    agent_log = (work / "nodeagent.log").open("wb")
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "mediaimport_dev.nodeagent", "--kubeconfig", str(plane.kubeconfig),
-         "--state-dir", str(work / "nodeagent"), "--max-pods", str(args.max_pods)],
+    agent_log = work / "nodeagent.log"
+    agent = spawn(
+        [sys.executable, "-m", "mediaimport_dev.nodeagent", "--kubeconfig", plane.kubeconfig,
+         "--state-dir", work / "nodeagent", "--max-pods", str(args.max_pods)],
+        agent_log,
         env={**os.environ, "PYTHONPATH": str(REPO / "devstack")},
-        stdout=agent_log, stderr=subprocess.STDOUT,
     )
-    wait_for_node(plane.kube(), agent)
+    kube = plane.kube()
+    wait_started(agent, agent_log, lambda: node_ready(kube),
+                 what="the node agent (registering its Node)", timeout=60)
     postgres = PostgresServer(work / "postgres")
     postgres.start()
     s3 = S3Server(work / "s3")
     s3.start()
     s3.create_bucket("bench")
-    kube = plane.kube()
     install_crd(kube)
     namespace = "bench"
     kube.create("/api/v1/namespaces", {"metadata": {"name": namespace}})
@@ -286,8 +280,7 @@ def main() -> int:
                 )
                 created[name] = time.monotonic()
 
-            cpu_before = {name: cpu_seconds(c.pid) for name, c in plane.components.items()}
-            cpu_before["node agent (incl. jobs)"] = cpu_seconds(agent.pid, children=True)
+            cpu_before = cpu_by_component(plane, agent.pid)
             start = time.monotonic()
             with ThreadPoolExecutor(32) as pool:
                 list(pool.map(create, names))
@@ -307,15 +300,10 @@ def main() -> int:
                 watcher.stopped.set()
             rss = peak_rss_mib(operator.pid)
             cpu = cpu_seconds(operator.pid)
-            # Where the machine's CPU went while the imports ran (children included: the
-            # node agent's are the jobs themselves).
             component_cpu = {
-                name: round(cpu_seconds(c.pid) - cpu_before.get(name, 0.0), 1)
-                for name, c in plane.components.items()
+                name: round(seconds - cpu_before[name], 1)
+                for name, seconds in cpu_by_component(plane, agent.pid).items()
             }
-            component_cpu["node agent (incl. jobs)"] = round(
-                cpu_seconds(agent.pid, children=True) - cpu_before["node agent (incl. jobs)"], 1
-            )
 
         latencies = [job_seen[n] - created[n] for n in names if n in job_seen]
         # The raw stamps (seconds from the first create), for a timeline of the run.
@@ -379,11 +367,7 @@ def main() -> int:
                 operator.wait(20)
             except subprocess.TimeoutExpired:
                 operator.kill()
-        agent.terminate()
-        try:
-            agent.wait(20)
-        except subprocess.TimeoutExpired:
-            agent.kill()
+        stop_group(agent.pid, grace=20)
         s3.stop()
         postgres.stop()
         plane.stop()

@@ -53,10 +53,10 @@ DEFAULT_NODE_NAME = "mediaimport-node"
 STRATEGIC = "application/strategic-merge-patch+json"
 HEARTBEAT_SECONDS = 20.0
 CONFIG_RETRY_SECONDS = 2.0
-# What a pod's process inherits from the agent: enough to find and run programs,
-# nothing that would hand it the agent's credentials (KUBECONFIG, AWS_*, ...).
 # Scheduling priority (nice) of pod processes: see NodeAgent._lower_priority.
 DEFAULT_POD_NICE = 10
+# What a pod's process inherits from the agent: enough to find and run programs,
+# nothing that would hand it the agent's credentials (KUBECONFIG, AWS_*, ...).
 INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "VIRTUAL_ENV")
 
 
@@ -499,6 +499,16 @@ def _tail(path: Path, limit: int) -> bytes:
             return f.read()
     except OSError:
         return b""
+
+
+def node_ready(kube: Kube, node_name: str = DEFAULT_NODE_NAME) -> bool:
+    """Whether an agent has registered ``node_name`` and reports it Ready."""
+    try:
+        node = kube.get(f"/api/v1/nodes/{node_name}")
+    except (KubeError, requests.RequestException):
+        return False
+    return any(c["type"] == "Ready" and c["status"] == "True"
+               for c in (node.get("status") or {}).get("conditions") or [])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,11 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import requests
-
 from mediaimport_dev.controlplane import ControlPlane
-from mediaimport_dev.kube import Kube, KubeError
-from mediaimport_dev.nodeagent import DEFAULT_NODE_NAME
+from mediaimport_dev.kube import Kube
+from mediaimport_dev.nodeagent import DEFAULT_NODE_NAME, node_ready
 from mediaimport_dev.postgres import PostgresServer
 from mediaimport_dev.processes import pid_alive, spawn, stop_group, wait_started
 from mediaimport_dev.s3server import S3Server
@@ -116,18 +114,9 @@ class NodeAgentComponent:
         )
         state = {"pid": process.pid, "log": str(log), "kubeconfig": ctx.env["KUBECONFIG"]}
         kube = Kube.from_kubeconfig(ctx.env["KUBECONFIG"])
-        wait_started(process, log, lambda: self._node_ready(kube),
+        wait_started(process, log, lambda: node_ready(kube),
                      what="the node agent (registering its Node)", timeout=30)
         return state
-
-    @staticmethod
-    def _node_ready(kube: Kube) -> bool:
-        try:
-            node = kube.get(f"/api/v1/nodes/{DEFAULT_NODE_NAME}")
-        except (KubeError, requests.RequestException):
-            return False
-        return any(c["type"] == "Ready" and c["status"] == "True"
-                   for c in (node.get("status") or {}).get("conditions") or [])
 
     def down(self, state: State) -> None:
         stop_group(state["pid"])

@@ -104,13 +104,9 @@ class Kube:
     def __init__(self, *, concurrency: int = 16, timeout: float = 30.0) -> None:
         self._conn = _load_connection()
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0))
-        creations = max(4, concurrency // 2)
-        self._limits = {
-            Lane.WORK: asyncio.Semaphore(concurrency),
-            Lane.CREATE: asyncio.Semaphore(creations),
-            Lane.LEASE: asyncio.Semaphore(2),
-        }
-        self._concurrency = concurrency + creations + 2
+        sizes = {Lane.WORK: concurrency, Lane.CREATE: max(4, concurrency // 2), Lane.LEASE: 2}
+        self._limits = {lane: asyncio.Semaphore(size) for lane, size in sizes.items()}
+        self._concurrency = sum(sizes.values())
         # Ordinary work holds back while Job creations wait or run: in a burst of new
         # imports, starting them comes before writing their statuses (measured in
         # bench/operator_throughput.py: the API server is the shared bottleneck).
