@@ -207,11 +207,12 @@ class ControlPlane:
                 f"--root-ca-file={pki.ca.cert}",
                 f"--service-account-private-key-file={pki.sa_key}",
                 f"--service-cluster-ip-range={certs.SERVICE_CIDR}",
-                # Many small Jobs at once: the defaults (5 syncs, QPS 20) queue them.
+                # Many small Jobs at once: more syncs than the default 5. The client keeps
+                # its default rate (QPS 20, burst 30): more than the node agent's pods need,
+                # and a faster one only competes with the operator for the API server on
+                # this one machine (bench/operator_throughput.py: create→Job p50 halved).
                 "--concurrent-job-syncs=20",
                 "--concurrent-gc-syncs=20",
-                "--kube-api-qps=200",
-                "--kube-api-burst=400",
                 "--v=1",
             ],
             {"https": kcm_port},

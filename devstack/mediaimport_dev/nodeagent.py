@@ -54,7 +54,7 @@ STRATEGIC = "application/strategic-merge-patch+json"
 HEARTBEAT_SECONDS = 20.0
 CONFIG_RETRY_SECONDS = 2.0
 # Scheduling priority (nice) of pod processes: see NodeAgent._lower_priority.
-DEFAULT_POD_NICE = 10
+DEFAULT_POD_NICE = 19
 # What a pod's process inherits from the agent: enough to find and run programs,
 # nothing that would hand it the agent's credentials (KUBECONFIG, AWS_*, ...).
 INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "VIRTUAL_ENV")
@@ -464,11 +464,22 @@ class NodeAgent:
         A real node keeps its workloads from starving the system daemons with cgroups
         (kube-reserved, CPU shares by request); here the whole cluster shares the
         machine, so the pod's process group runs at a lower scheduling priority.
+
+        With the kernel's autogroup scheduling (`sched_autogroup_enabled`), CPU time is
+        first shared fairly between sessions and a process's nice value only counts
+        inside its own session; each pod runs in a session of its own, so the session's
+        autogroup gets the nice value too. Otherwise two busy pods would take as much
+        CPU as two control-plane components, niced or not. `SCHED_IDLE` (inherited by
+        what the pod starts) lets a waking API server preempt a pod at once.
         """
         if self.pod_nice <= 0:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.setpriority(os.PRIO_PGRP, pgid, self.pod_nice)
+        with contextlib.suppress(OSError):  # no autogroups here, or the pod is gone
+            Path(f"/proc/{pgid}/autogroup").write_text(f"{self.pod_nice}\n")
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(pgid, os.SCHED_IDLE, os.sched_param(0))
 
     def _finish(self, run: _Run, container: Json, code: int, *, started: str, message: str,
                 pid: int | None = None, reason: str | None = None) -> None:

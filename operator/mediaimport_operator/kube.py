@@ -30,6 +30,9 @@ MERGE_PATCH = "application/merge-patch+json"
 log = logging.getLogger(__name__)
 # Longest a request waits for pending Job creations to go first.
 _MAX_YIELD_S = 2.0
+# A burst of new imports arrives as a stream with short gaps: ordinary requests wait until
+# no creation has started for this long, not merely until none is in flight.
+_QUIET_S = 0.25
 _SA_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 
@@ -104,13 +107,16 @@ class Kube:
     def __init__(self, *, concurrency: int = 16, timeout: float = 30.0) -> None:
         self._conn = _load_connection()
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0))
-        sizes = {Lane.WORK: concurrency, Lane.CREATE: max(4, concurrency // 2), Lane.LEASE: 2}
+        # Job creations get twice the connections of ordinary work: in a burst they are the
+        # requests that the latency of an import's start depends on.
+        sizes = {Lane.WORK: concurrency, Lane.CREATE: 2 * concurrency, Lane.LEASE: 2}
         self._limits = {lane: asyncio.Semaphore(size) for lane, size in sizes.items()}
         self._concurrency = sum(sizes.values())
         # Ordinary work holds back while Job creations wait or run: in a burst of new
         # imports, starting them comes before writing their statuses (measured in
         # bench/operator_throughput.py: the API server is the shared bottleneck).
         self._creating = 0
+        self._last_creation = float("-inf")
         self._no_creations = asyncio.Event()
         self._no_creations.set()
         self._session: aiohttp.ClientSession | None = None
@@ -163,11 +169,10 @@ class Kube:
         queued = time.monotonic()
         if lane is Lane.CREATE:
             self._creating += 1
+            self._last_creation = queued
             self._no_creations.clear()
         elif lane is Lane.WORK:
-            # Bounded, so a steady stream of creations cannot starve everything else.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._no_creations.wait(), _MAX_YIELD_S)
+            await self._yield_to_creations(queued + _MAX_YIELD_S)
         try:
             async with self._limits[lane]:
                 started = time.monotonic()
@@ -188,6 +193,18 @@ class Kube:
                        "request_s": round(done - started, 3)},
             )
         return result
+
+    async def _yield_to_creations(self, deadline: float) -> None:
+        """Wait until no Job creation is in flight or has just started; bounded by
+        ``deadline``, so a steady stream of creations cannot starve everything else."""
+        while (now := time.monotonic()) < deadline:
+            if self._creating:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._no_creations.wait(), deadline - now)
+            elif (quiet_at := self._last_creation + _QUIET_S) > now:
+                await asyncio.sleep(min(quiet_at, deadline) - now)
+            else:
+                return
 
     @staticmethod
     async def _answer(method: str, path: str, response: aiohttp.ClientResponse) -> Json:

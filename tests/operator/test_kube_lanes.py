@@ -120,3 +120,32 @@ def test_ordinary_requests_are_held_back_for_a_bounded_time(
 
     waited = asyncio.run(scenario())
     assert 0.15 <= waited < 1.0
+
+
+def test_ordinary_requests_wait_for_a_quiet_moment_after_a_creation(
+    kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # New imports arrive as a stream with short gaps: a status write right after one
+    # creation answered would delay the next creation.
+    monkeypatch.setattr(kube_module, "_QUIET_S", 0.4)
+    server = SlowServer(create_s=0.0)
+
+    async def scenario() -> tuple[float, float]:
+        runner = await _serve(server, kubeconfig)
+        kube = Kube(concurrency=4)
+        try:
+            started = time.monotonic()
+            await kube.get("/apis/x/before")  # no creation yet: goes at once
+            before = time.monotonic() - started
+            await kube.create("/apis/batch/v1/namespaces/n/jobs", {"metadata": {"name": "j"}},
+                              lane=Lane.CREATE)
+            started = time.monotonic()
+            await kube.get("/apis/x/after")
+            return before, time.monotonic() - started
+        finally:
+            await kube.close()
+            await runner.cleanup()
+
+    before, after = asyncio.run(scenario())
+    assert before < 0.3, before
+    assert 0.3 <= after < 1.0, after
