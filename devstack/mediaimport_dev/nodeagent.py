@@ -530,8 +530,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-pods", type=int, default=2)
     parser.add_argument("--node-name", default=DEFAULT_NODE_NAME)
     parser.add_argument("--pod-nice", type=int, default=DEFAULT_POD_NICE,
-                        help="nice value of pod processes, so they yield the CPU to the "
-                             "control plane (0: none; default %(default)s)")
+                        help="nice value of pod processes and of their sessions, which also "
+                             "run SCHED_IDLE, so they yield the CPU to the control plane "
+                             "(0: normal priority; default %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     agent = NodeAgent(Kube.from_kubeconfig(args.kubeconfig), args.state_dir,
