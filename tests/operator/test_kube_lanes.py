@@ -7,7 +7,9 @@ the leader Lease is never held back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import kubernetes.config.kube_config
@@ -40,6 +42,18 @@ def kubeconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+@contextlib.asynccontextmanager
+async def _client(server: SlowServer, kubeconfig: Path) -> AsyncIterator[Kube]:
+    """An operator client (4 ordinary lanes) talking to ``server`` on loopback."""
+    runner = await _serve(server, kubeconfig)
+    kube = Kube(concurrency=4)
+    try:
+        yield kube
+    finally:
+        await kube.close()
+        await runner.cleanup()
+
+
 async def _serve(server: SlowServer, kubeconfig: Path) -> web.AppRunner:
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", server.handle)
@@ -65,9 +79,7 @@ def test_ordinary_requests_wait_for_pending_creations_and_the_lease_does_not(
     server = SlowServer(create_s=0.5)
 
     async def scenario() -> dict[str, float]:
-        runner = await _serve(server, kubeconfig)
-        kube = Kube(concurrency=4)
-        try:
+        async with _client(server, kubeconfig) as kube:
             started = time.monotonic()
             create = asyncio.create_task(
                 kube.create("/apis/batch/v1/namespaces/n/jobs", {"metadata": {"name": "j"}},
@@ -83,9 +95,6 @@ def test_ordinary_requests_wait_for_pending_creations_and_the_lease_does_not(
             await asyncio.gather(create, timed("status", Lane.WORK), timed("lease", Lane.LEASE))
             done["create"] = time.monotonic() - started
             return done
-        finally:
-            await kube.close()
-            await runner.cleanup()
 
     done = asyncio.run(scenario())
     assert done["lease"] < 0.3, done
@@ -101,9 +110,7 @@ def test_ordinary_requests_are_held_back_for_a_bounded_time(
     server = SlowServer(create_s=1.5)
 
     async def scenario() -> float:
-        runner = await _serve(server, kubeconfig)
-        kube = Kube(concurrency=4)
-        try:
+        async with _client(server, kubeconfig) as kube:
             create = asyncio.create_task(
                 kube.create("/apis/batch/v1/namespaces/n/jobs", {"metadata": {"name": "j"}},
                             lane=Lane.CREATE)
@@ -114,9 +121,6 @@ def test_ordinary_requests_are_held_back_for_a_bounded_time(
             waited = time.monotonic() - started
             await create
             return waited
-        finally:
-            await kube.close()
-            await runner.cleanup()
 
     waited = asyncio.run(scenario())
     assert 0.15 <= waited < 1.0
@@ -131,9 +135,7 @@ def test_ordinary_requests_wait_for_a_quiet_moment_after_a_creation(
     server = SlowServer(create_s=0.0)
 
     async def scenario() -> tuple[float, float]:
-        runner = await _serve(server, kubeconfig)
-        kube = Kube(concurrency=4)
-        try:
+        async with _client(server, kubeconfig) as kube:
             started = time.monotonic()
             await kube.get("/apis/x/before")  # no creation yet: goes at once
             before = time.monotonic() - started
@@ -142,9 +144,6 @@ def test_ordinary_requests_wait_for_a_quiet_moment_after_a_creation(
             started = time.monotonic()
             await kube.get("/apis/x/after")
             return before, time.monotonic() - started
-        finally:
-            await kube.close()
-            await runner.cleanup()
 
     before, after = asyncio.run(scenario())
     assert before < 0.3, before
