@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import aiohttp
 import kopf
 
 from .db import Database, DatabaseUnavailable
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 FINALIZER = "mediaimport.dev/finalizer"
 ANNOTATION_PREFIX = "mediaimport.dev"
 JOB_SELECTOR = {"app.kubernetes.io/managed-by": MANAGED_BY}
+# What a later attempt may not meet again: the API server or the network, for a while.
+TRANSIENT = (RetryLater, ApiError, OSError, TimeoutError, aiohttp.ClientError)
 
 
 @dataclass
@@ -82,12 +85,6 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     reconciler = Reconciler(settings=settings, kube=kube, db=db, post_event=post_event)
     return Runtime(settings=settings, kube=kube, db=db, reconciler=reconciler)
-
-
-def _temporary(error: Exception) -> kopf.TemporaryError:
-    if isinstance(error, RetryLater):
-        return kopf.TemporaryError(str(error), delay=error.delay)
-    return kopf.TemporaryError(str(error), delay=5)
 
 
 def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:  # noqa: PLR0915
@@ -150,20 +147,6 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:  # noqa
             await runtime.db.close()
         await runtime.kube.close()
 
-    @kopf.on.create(*resource, id="start", registry=registry)
-    async def start(body: kopf.Body, **_: Any) -> None:
-        try:
-            await rec.start(_plain(body))
-        except (RetryLater, ApiError, OSError, TimeoutError) as error:
-            raise _temporary(error) from error
-
-    @kopf.on.resume(*resource, id="resume", registry=registry)
-    async def resume(body: kopf.Body, **_: Any) -> None:
-        try:
-            await rec.start(_plain(body))
-        except (RetryLater, ApiError, OSError, TimeoutError) as error:
-            raise _temporary(error) from error
-
     retries: set[asyncio.Task[None]] = set()
 
     def retry_later(job: Json, attempt: int) -> None:
@@ -178,7 +161,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:  # noqa
             await asyncio.sleep(min(60.0, 2.0**attempt))
             try:
                 await rec.sync(meta.get("namespace", ""), owner["name"])
-            except (RetryLater, ApiError, OSError, TimeoutError) as error:
+            except TRANSIENT as error:
                 log.warning("job event retry failed", extra={"error": str(error),
                                                              "attempt": attempt})
                 if attempt < 10:
@@ -193,15 +176,52 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:  # noqa
         job = cast(Json, event["object"])
         try:
             await rec.job_event(event.get("type"), job)
-        except (RetryLater, ApiError, OSError, TimeoutError) as error:
+        except TRANSIENT as error:
             log.warning("job event not handled; retrying", extra={"error": str(error)})
             retry_later(job, 1)
 
+    def start_later(namespace: str, name: str, uid: str, attempt: int, delay: float) -> None:
+        """Start an import again after a failed attempt, from the latest body seen (a
+        deleted or re-created import is left alone)."""
+
+        async def again() -> None:
+            await asyncio.sleep(delay)
+            body = rec.latest(namespace, name)
+            if body is not None and body["metadata"].get("uid") == uid:
+                await begin(body, attempt + 1)
+
+        task = asyncio.create_task(again())
+        retries.add(task)
+        task.add_done_callback(retries.discard)
+
+    async def begin(body: Json, attempt: int = 1) -> None:
+        try:
+            await rec.start(body)
+        except TRANSIENT as error:
+            delay = error.delay if isinstance(error, RetryLater) else min(60.0, 2.0**attempt)
+            meta = body["metadata"]
+            log.warning("import not started; retrying",
+                        extra={"mediaimport": meta.get("name"), "namespace": meta.get("namespace"),
+                               "error": str(error), "attempt": attempt, "delay_s": delay})
+            message = f"Could not start the import ({error}); retrying in {delay:g}s."
+            post_event(body, Event("Warning", "StartRetry", message))
+            start_later(meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", ""),
+                        attempt, delay)
+
+    # Imports are started from the watch events themselves rather than kopf's
+    # on.create/on.resume: those record their progress in an annotation, one more write
+    # (and one more watch event) per import, which in a burst of new imports delays the
+    # Job creations that every import waits for. Starting is idempotent and
+    # level-triggered, so the initial listing (type None) resumes whatever was running.
     @kopf.on.event(*resource, registry=registry)
     async def mediaimport_seen(event: kopf.RawEvent, **_: Any) -> None:
-        rec.observe(event.get("type"), cast(Json, event["object"]))
-        if event.get("type") == "DELETED":
-            await rec.deleted(cast(Json, event["object"]))
+        kind = event.get("type")
+        body = cast(Json, event["object"])
+        rec.observe(kind, body)
+        if kind == "DELETED":
+            await rec.deleted(body)
+        elif rec.wants_start(kind, body):
+            await begin(body)
 
     def _behind(status: kopf.Status, **_: Any) -> bool:
         try:
@@ -221,7 +241,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:  # noqa
         # The row could not be written (Postgres down): converge again until it is.
         try:
             await rec.sync(namespace or "", name)
-        except (RetryLater, ApiError, OSError, TimeoutError) as error:
+        except TRANSIENT as error:
             log.warning("record retry failed", extra={"error": str(error)})
 
     if settings.delete_objects_on_delete:

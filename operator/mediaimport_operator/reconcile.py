@@ -74,6 +74,7 @@ class Reconciler:
     # The latest MediaImport bodies seen through kopf's watch: a Job event then needs no
     # GET. A stale body only costs a 409 on the status write, then a fresh read.
     _seen: dict[str, Json] = field(default_factory=dict)
+    _in_flight: set[str] = field(default_factory=set)
 
     def observe(self, event_type: str | None, body: Json) -> None:
         """Remember the latest body of a MediaImport (called for every watch event)."""
@@ -83,7 +84,14 @@ class Reconciler:
             self._seen.pop(key, None)
         else:
             self._seen[key] = body
-    _in_flight: set[str] = field(default_factory=set)
+
+    def latest(self, namespace: str, name: str) -> Json | None:
+        """The latest body of a MediaImport seen through the watch (None: gone or unseen)."""
+        return self._seen.get(f"{namespace}/{name}")
+
+    def wants_start(self, event_type: str | None, body: Json) -> bool:
+        mi = MediaImport.from_body(body)
+        return wants_start(event_type, mi, starting=mi.ref.uid in self._in_flight)
 
     # -- entry points ------------------------------------------------------------------
     async def start(self, body: Json) -> None:
@@ -386,6 +394,17 @@ class Reconciler:
         if status.start_time and status.completion_time:
             seconds = (status.completion_time - status.start_time).total_seconds()
             metrics.IMPORT_DURATION.labels(outcome).observe(max(0.0, seconds))
+
+
+def wants_start(event_type: str | None, mi: MediaImport, *, starting: bool) -> bool:
+    """Whether a watch event should (re)start its import: every object as it is listed
+    (type None) or added, since ``start`` settles finished ones and resumes running ones;
+    on a change, only one never started and not being started already."""
+    if mi.deleting:
+        return False
+    if event_type in (None, "ADDED"):
+        return True
+    return mi.status.phase is None and not starting
 
 
 def _job_digest(job: Json) -> tuple[Any, ...]:
