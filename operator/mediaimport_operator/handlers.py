@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -149,6 +149,17 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:  # noqa
 
     retries: set[asyncio.Task[None]] = set()
 
+    def later(delay: float, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` after ``delay`` seconds, as a task cancelled at clean-up."""
+
+        async def run() -> None:
+            await asyncio.sleep(delay)
+            await work()
+
+        task = asyncio.create_task(run())
+        retries.add(task)
+        task.add_done_callback(retries.discard)
+
     def retry_later(job: Json, attempt: int) -> None:
         """Event handlers are not retried by kopf: the last event of a finished Job must
         not be lost to one failed API call, so its import is converged again later."""
@@ -158,7 +169,6 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:  # noqa
             return
 
         async def again() -> None:
-            await asyncio.sleep(min(60.0, 2.0**attempt))
             try:
                 await rec.sync(meta.get("namespace", ""), owner["name"])
             except TRANSIENT as error:
@@ -167,9 +177,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:  # noqa
                 if attempt < 10:
                     retry_later(job, attempt + 1)
 
-        task = asyncio.create_task(again())
-        retries.add(task)
-        task.add_done_callback(retries.discard)
+        later(min(60.0, 2.0**attempt), again)
 
     @kopf.on.event("batch", "v1", "jobs", labels=JOB_SELECTOR, registry=registry)
     async def job_changed(event: kopf.RawEvent, **_: Any) -> None:
@@ -185,14 +193,11 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:  # noqa
         deleted or re-created import is left alone)."""
 
         async def again() -> None:
-            await asyncio.sleep(delay)
             body = rec.latest(namespace, name)
             if body is not None and body["metadata"].get("uid") == uid:
                 await begin(body, attempt + 1)
 
-        task = asyncio.create_task(again())
-        retries.add(task)
-        task.add_done_callback(retries.discard)
+        later(delay, again)
 
     async def begin(body: Json, attempt: int = 1) -> None:
         try:

@@ -90,8 +90,8 @@ class Reconciler:
         return self._seen.get(f"{namespace}/{name}")
 
     def wants_start(self, event_type: str | None, body: Json) -> bool:
-        mi = MediaImport.from_body(body)
-        return wants_start(event_type, mi, starting=mi.ref.uid in self._in_flight)
+        uid = body.get("metadata", {}).get("uid", "")
+        return wants_start(event_type, body, starting=uid in self._in_flight)
 
     # -- entry points ------------------------------------------------------------------
     async def start(self, body: Json) -> None:
@@ -151,7 +151,7 @@ class Reconciler:
     ) -> None:
         """Converge one MediaImport's status (and row) with its Job."""
         async with self._lock(namespace, name):
-            body = self._seen.get(f"{namespace}/{name}") if cached else None
+            body = self.latest(namespace, name) if cached else None
             await self._sync(namespace, name, job=job, body=body)
 
     async def job_event(self, event_type: str | None, job: Json) -> None:
@@ -396,15 +396,18 @@ class Reconciler:
             metrics.IMPORT_DURATION.labels(outcome).observe(max(0.0, seconds))
 
 
-def wants_start(event_type: str | None, mi: MediaImport, *, starting: bool) -> bool:
+def wants_start(event_type: str | None, body: Json, *, starting: bool) -> bool:
     """Whether a watch event should (re)start its import: every object as it is listed
     (type None) or added, since ``start`` settles finished ones and resumes running ones;
-    on a change, only one never started and not being started already."""
-    if mi.deleting:
+    on a change, only one never started and not being started already.
+
+    Reads the raw body: it runs on every watch event, and ``start`` parses the object
+    anyway when it is called."""
+    if body.get("metadata", {}).get("deletionTimestamp"):
         return False
     if event_type in (None, "ADDED"):
         return True
-    return mi.status.phase is None and not starting
+    return not (body.get("status") or {}).get("phase") and not starting
 
 
 def _job_digest(job: Json) -> tuple[Any, ...]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from mediaimport_operator.model import MediaImport
 from mediaimport_operator.reconcile import wants_start
 from operator_factories import mi_body
 
@@ -11,11 +10,11 @@ IMPORTING = {"phase": "Importing", "jobName": "mi-sunset-0123456789"}
 READY = {"phase": "Ready"}
 
 
-def _mi(status: dict | None = None, *, deleting: bool = False) -> MediaImport:
+def _mi(status: dict | None = None, *, deleting: bool = False) -> dict:
     body = mi_body(status=status)
     if deleting:
         body["metadata"]["deletionTimestamp"] = "2026-11-24T10:00:00Z"
-    return MediaImport.from_body(body)
+    return body
 
 
 @pytest.mark.parametrize("event_type", [None, "ADDED"])
