@@ -387,7 +387,13 @@ class NodeAgent:
                 return
             try:
                 self._run(run)
-            except Exception:
+            except Exception as error:
+                if self._stopping.is_set():
+                    # Stopping kills the pods and, often, the API server right after:
+                    # a pod's last report failing then is expected, not an agent fault.
+                    log.info("pod %s: not reported, the agent is stopping (%s)", run.ref,
+                             type(error).__name__)
+                    return
                 log.exception("pod %s: node agent error", run.ref)
 
     def _retry_later(self, run: _Run) -> None:
