@@ -5,15 +5,12 @@ pods, writes MediaImport status with a resourceVersion precondition and keeps
 the leader Lease. It rides on aiohttp (kopf's own transport) and takes its
 connection settings from the ordinary loaders of the ``kubernetes`` package
 (kubeconfig, or the in-cluster service account), so it reaches any cluster
-kopf reaches. Requests travel in lanes (``Lane``), each bounded by a semaphore:
-Job creations go first, the Lease is never held back by either.
+kopf reaches. Requests travel in lanes (``lanes.Lane``): Job creations go first,
+the Lease is never held back by either.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import enum
 import json
 import logging
 import ssl
@@ -25,14 +22,11 @@ from typing import Any
 
 import aiohttp
 
+from .lanes import Lane, Lanes
+
 Json = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
 log = logging.getLogger(__name__)
-# Longest a request waits for pending Job creations to go first.
-_MAX_YIELD_S = 2.0
-# A burst of new imports arrives as a stream with short gaps: ordinary requests wait until
-# no creation has started for this long, not merely until none is in flight.
-_QUIET_S = 0.25
 _SA_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 
@@ -53,14 +47,6 @@ class ApiError(Exception):
     @property
     def conflict(self) -> bool:
         return self.status == 409
-
-
-class Lane(enum.Enum):
-    """Which share of the connections a request uses, and whether it yields."""
-
-    WORK = "work"  # status writes, reads: yields to pending creations
-    CREATE = "create"  # creating an import's Job: lanes of its own, goes first
-    LEASE = "lease"  # leader election: lanes of its own, never held back
 
 
 @dataclass
@@ -107,18 +93,9 @@ class Kube:
     def __init__(self, *, concurrency: int = 16, timeout: float = 30.0) -> None:
         self._conn = _load_connection()
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0))
-        # Job creations get twice the connections of ordinary work: in a burst they are the
-        # requests that the latency of an import's start depends on.
-        sizes = {Lane.WORK: concurrency, Lane.CREATE: 2 * concurrency, Lane.LEASE: 2}
-        self._limits = {lane: asyncio.Semaphore(size) for lane, size in sizes.items()}
-        self._concurrency = sum(sizes.values())
-        # Ordinary work holds back while Job creations wait or run: in a burst of new
-        # imports, starting them comes before writing their statuses (measured in
-        # bench/operator_throughput.py: the API server is the shared bottleneck).
-        self._creating = 0
-        self._last_creation = float("-inf")
-        self._no_creations = asyncio.Event()
-        self._no_creations.set()
+        # Job creations first: in a burst they are what the start of every import waits for
+        # (measured in bench/operator_throughput.py: the API server is the bottleneck).
+        self.lanes = Lanes(concurrency)
         self._session: aiohttp.ClientSession | None = None
         self._token_read_at = 0.0
 
@@ -146,7 +123,7 @@ class Kube:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
-                ssl=self._conn.ssl_context, limit=self._concurrency
+                ssl=self._conn.ssl_context, limit=self.lanes.connections
             )
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._session
@@ -167,24 +144,12 @@ class Kube:
             headers["Content-Type"] = content_type
             data = json.dumps(body)
         queued = time.monotonic()
-        if lane is Lane.CREATE:
-            self._creating += 1
-            self._last_creation = queued
-            self._no_creations.clear()
-        elif lane is Lane.WORK:
-            await self._yield_to_creations(queued + _MAX_YIELD_S)
-        try:
-            async with self._limits[lane]:
-                started = time.monotonic()
-                async with self._get_session().request(
-                    method, self._conn.server + path, data=data, params=params, headers=headers
-                ) as response:
-                    result = await self._answer(method, path, response)
-        finally:
-            if lane is Lane.CREATE:
-                self._creating -= 1
-                if not self._creating:
-                    self._no_creations.set()
+        async with self.lanes.slot(lane):
+            started = time.monotonic()
+            async with self._get_session().request(
+                method, self._conn.server + path, data=data, params=params, headers=headers
+            ) as response:
+                result = await self._answer(method, path, response)
         done = time.monotonic()
         if done - queued > 1.0:
             log.debug(
@@ -193,18 +158,6 @@ class Kube:
                        "request_s": round(done - started, 3)},
             )
         return result
-
-    async def _yield_to_creations(self, deadline: float) -> None:
-        """Wait until no Job creation is in flight or has just started; bounded by
-        ``deadline``, so a steady stream of creations cannot starve everything else."""
-        while (now := time.monotonic()) < deadline:
-            if self._creating:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._no_creations.wait(), deadline - now)
-            elif (quiet_at := self._last_creation + _QUIET_S) > now:
-                await asyncio.sleep(min(quiet_at, deadline) - now)
-            else:
-                return
 
     @staticmethod
     async def _answer(method: str, path: str, response: aiohttp.ClientResponse) -> Json:

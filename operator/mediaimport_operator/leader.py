@@ -23,7 +23,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import metrics
-from .kube import ApiError, Json, Kube, Lane, lease_path
+from .kube import ApiError, Json, Kube, lease_path
+from .lanes import Lane
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from .jobs import (
     build_job,
     job_name,
 )
-from .kube import ApiError, Json, Kube, Lane, job_path, mediaimport_path, pods_path
+from .kube import ApiError, Json, Kube, job_path, mediaimport_path, pods_path
+from .lanes import Lane
 from .model import KIND, MediaImport, MediaImportStatus, Phase
 from .records import RowStatus, row_for, row_status
 from .settings import Settings
