@@ -2,7 +2,8 @@
 # Prepares a fresh Debian machine for mediaimport, idempotently:
 #   1. Debian packages (ffmpeg, PostgreSQL server binaries),
 #   2. a virtualenv at .venv with the project installed editable,
-#   3. the pinned Go binaries (etcd, Kubernetes, helm, versitygw), cached by version.
+#   3. the pinned Go binaries (etcd, Kubernetes, helm, versitygw), cached by version,
+#      with kubectl and helm linked into .venv/bin.
 # A second run takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,5 +32,8 @@ if [[ ! -f $stamp ]]; then
 fi
 
 log "building pinned Go binaries (cached under ${MEDIAIMPORT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mediaimport})"
-scripts/build-binaries.sh >/dev/null
+bin_dir=$(scripts/build-binaries.sh | tail -n 1)
+# The pinned clients next to the project's own commands, so that one PATH entry
+# gives the kubectl and helm that match the local control plane.
+for tool in kubectl helm; do ln -sfn "$bin_dir/$tool" ".venv/bin/$tool"; done
 log "ready"

@@ -70,6 +70,11 @@ class PostgresServer:
     def url(self) -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{self.database}"
 
+    def libpq_env(self) -> dict[str, str]:
+        """The same server for tools that read libpq's variables (a bare `psql`)."""
+        return {"PGHOST": "127.0.0.1", "PGPORT": str(self.port), "PGUSER": self.user,
+                "PGDATABASE": self.database}
+
     def _own_for_server_user(self, path: Path) -> None:
         if os.geteuid() == 0:
             server_user = pwd.getpwnam("postgres")

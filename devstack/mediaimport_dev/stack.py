@@ -197,7 +197,9 @@ def base_env(home: Path, states: dict[str, State], bucket: str,
              networks: list[str]) -> dict[str, str]:
     env = {"KUBECONFIG": str(home / "controlplane" / "kubeconfig")}
     if "postgres" in states:
-        env["DATABASE_URL"] = PostgresServer.from_state(states["postgres"]).url
+        postgres = PostgresServer.from_state(states["postgres"])
+        env["DATABASE_URL"] = postgres.url
+        env.update(postgres.libpq_env())
     if "s3" in states:
         env.update(S3Server.from_state(states["s3"]).env())
     env["MEDIAIMPORT_BUCKET"] = bucket

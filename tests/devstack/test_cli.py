@@ -56,6 +56,10 @@ def test_up_env_down_twice_from_clean_state(tmp_path: Path) -> None:
                                env={**os.environ, **env}, capture_output=True, text=True,
                                check=True)
         assert nodes.stdout.strip() == "node/mediaimport-node"
+        psql = subprocess.run(["psql", "-Atc", "select current_user, current_database()"],
+                              env={**os.environ, **env}, capture_output=True, text=True,
+                              check=False)
+        assert psql.stdout.strip() == "mediaimport|mediaimport", psql.stderr
         logs = run(home, "logs", "controlplane")
         assert "kube-apiserver.log" in logs.stdout
 
