@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from .db import UpsertOutcome
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 IMPORTS = Counter(
@@ -40,3 +42,12 @@ LEADER = Gauge(
     "1 while this replica holds the leader Lease and acts, else 0.",
     registry=REGISTRY,
 )
+
+
+# Series that exist from the start, so that rate() and alerts see a zero, not nothing,
+# until the first import ends. Failure reasons are many and appear as they happen.
+IMPORTS.labels("ready", "Imported")
+for _outcome in ("ready", "failed"):
+    IMPORT_DURATION.labels(_outcome)
+for _result in [*(o.value for o in UpsertOutcome), "unavailable"]:
+    ROW_WRITES.labels(_result)

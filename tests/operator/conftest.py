@@ -17,11 +17,13 @@ from typing import Any
 
 import psycopg
 import pytest
+import requests
 from mediaimport_dev.binaries import binary
 from mediaimport_dev.controlplane import ControlPlane
 from mediaimport_dev.kube import Json, Kube, KubeError
 from mediaimport_dev.postgres import PostgresServer
 from mediaimport_dev.s3server import S3Server
+from prometheus_client.parser import text_string_to_metric_families
 from psycopg.rows import dict_row
 from support.media import MediaLibrary
 from support.origin import Origin, serve
@@ -118,6 +120,18 @@ class OperatorProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """The samples on /metrics, keyed by (name, labels); the port is the one logged."""
+        port = None
+        for line in self.log().splitlines():
+            if line.startswith("{") and "health and metrics server listening" in line:
+                port = json.loads(line)["port"]
+        assert port, "the operator has not logged its metrics port"
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        return {(sample.name, frozenset(sample.labels.items())): sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples}
 
     def log_without_timestamps(self) -> str:
         """The log with each JSON record's timestamp left out, so a search for a status

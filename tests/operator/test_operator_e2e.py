@@ -26,12 +26,16 @@ def _probe(path) -> dict:
     return json.loads(out)
 
 
+def _sample(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
+    return name, frozenset(labels.items())
+
+
 def _condition(body: dict, type_: str = "Succeeded") -> dict:
     return next(c for c in body["status"]["conditions"] if c["type"] == type_)
 
 
 def test_video_import_becomes_ready_and_everything_agrees(env: Env) -> None:
-    env.start_operator()
+    operator = env.start_operator()
     sample = env.media.path("h264.mp4")
     env.origin.add(sample, "clip.mp4")
     name = new_name("video")
@@ -106,6 +110,14 @@ def test_video_import_becomes_ready_and_everything_agrees(env: Env) -> None:
     header, line = wide.splitlines()
     assert header.split()[-3:] == ["REASON", "ASSET", "JOB"]
     assert line.split()[-3:] == ["Imported", uid, status["jobName"]]
+
+    # Metrics: one ready import, timed, none left in flight.
+    metrics = operator.metrics()
+    assert metrics[_sample("mediaimport_imports_total", outcome="ready", reason="Imported")] == 1
+    assert metrics[_sample("mediaimport_import_duration_seconds_count", outcome="ready")] == 1
+    assert metrics[_sample("mediaimport_import_duration_seconds_count", outcome="failed")] == 0
+    assert metrics[_sample("mediaimport_imports_in_flight")] == 0
+    assert metrics[_sample("mediaimport_jobs_created_total")] == 1
 
 
 @pytest.mark.parametrize(
@@ -194,7 +206,7 @@ def test_image_audio_redirect_and_checksum(env: Env) -> None:
     ],
 )
 def test_permanent_failures_fail_after_one_attempt(env: Env, path: str, reason: str) -> None:
-    env.start_operator(MEDIAIMPORT_MAX_BYTES="20000")
+    operator = env.start_operator(MEDIAIMPORT_MAX_BYTES="20000")
     env.origin.add(env.media.path("page.html"))
     env.origin.add(env.media.path("h264.mp4"), "big.mp4")
     name = new_name("perm")
@@ -212,6 +224,10 @@ def test_permanent_failures_fail_after_one_attempt(env: Env, path: str, reason: 
                      r["status"] == "failed" and r, timeout=20, what="failed row")
     assert row["file_metadata"]["error"]["reason"] == reason
     assert env.s3.client().list_objects_v2(Bucket=env.bucket).get("KeyCount", 0) == 0
+    metrics = operator.metrics()
+    assert metrics[_sample("mediaimport_imports_total", outcome="failed", reason=reason)] == 1
+    assert metrics[_sample("mediaimport_imports_total", outcome="ready", reason="Imported")] == 0
+    assert metrics[_sample("mediaimport_import_duration_seconds_count", outcome="failed")] == 1
 
 
 def test_transient_failures_are_retried_by_the_job(env: Env) -> None:
