@@ -40,7 +40,8 @@ class Lanes:
     ) -> None:
         self.work, self.trickle, self.quiet_s = work, min(trickle, work), quiet_s
         self._clock = clock
-        self._create = asyncio.Semaphore(2 * work)
+        self.create = 2 * work
+        self._create = asyncio.Semaphore(self.create)
         self._lease = asyncio.Semaphore(LEASE_LANES)
         self._creations = 0  # waiting or in flight
         self._last_creation = float("-inf")
@@ -52,11 +53,7 @@ class Lanes:
     @property
     def connections(self) -> int:
         """The most requests that can be in flight at once (the connection pool's size)."""
-        return self.work + 2 * self.work + LEASE_LANES
-
-    @property
-    def work_in_flight(self) -> int:
-        return self._work_in_flight
+        return self.work + self.create + LEASE_LANES
 
     def work_allowed(self) -> int:
         """How many ordinary requests may be in flight now."""
