@@ -5,8 +5,13 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .db import UpsertOutcome
+from .status import REASON_IMPORTED
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+# Label values: the outcome of an import, and the row-write result beside UpsertOutcome's.
+OUTCOME_READY, OUTCOME_FAILED = "ready", "failed"
+ROW_UNAVAILABLE = "unavailable"
 
 IMPORTS = Counter(
     "mediaimport_imports",
@@ -46,8 +51,8 @@ LEADER = Gauge(
 
 # Series that exist from the start, so that rate() and alerts see a zero, not nothing,
 # until the first import ends. Failure reasons are many and appear as they happen.
-IMPORTS.labels("ready", "Imported")
-for _outcome in ("ready", "failed"):
+IMPORTS.labels(OUTCOME_READY, REASON_IMPORTED)
+for _outcome in (OUTCOME_READY, OUTCOME_FAILED):
     IMPORT_DURATION.labels(_outcome)
-for _result in [*(o.value for o in UpsertOutcome), "unavailable"]:
+for _result in [*(o.value for o in UpsertOutcome), ROW_UNAVAILABLE]:
     ROW_WRITES.labels(_result)

@@ -129,7 +129,7 @@ class Reconciler:
         try:
             outcome = await self.db.upsert(row_for(mi, mi.status))
         except DatabaseUnavailable as error:
-            metrics.ROW_WRITES.labels("unavailable").inc()
+            metrics.ROW_WRITES.labels(metrics.ROW_UNAVAILABLE).inc()
             log.warning(
                 "database unavailable; the row is written later",
                 extra={"mediaimport": mi.ref.name, "namespace": mi.ref.namespace,
@@ -343,7 +343,7 @@ class Reconciler:
                 metrics.ROW_WRITES.labels(outcome.value).inc()
             except DatabaseUnavailable as error:
                 if error is not db_error:
-                    metrics.ROW_WRITES.labels("unavailable").inc()
+                    metrics.ROW_WRITES.labels(metrics.ROW_UNAVAILABLE).inc()
                 return with_recorded(
                     status, ok=False, reason=REASON_DATABASE_UNAVAILABLE,
                     message=(
@@ -389,7 +389,7 @@ class Reconciler:
             self._observe_terminal(decision.status)
 
     def _observe_terminal(self, status: MediaImportStatus) -> None:
-        outcome = "ready" if status.phase == Phase.READY else "failed"
+        outcome = metrics.OUTCOME_READY if status.phase == Phase.READY else metrics.OUTCOME_FAILED
         condition = status.condition("Succeeded")
         metrics.IMPORTS.labels(outcome, condition.reason if condition else "").inc()
         if status.start_time and status.completion_time:
