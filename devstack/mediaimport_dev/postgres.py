@@ -19,6 +19,8 @@ from typing import Any, Self
 from .ports import free_port
 from .processes import log_tail, pid_alive, spawn, stop_group
 
+# The one address the server listens on and every client here connects to.
+HOST = "127.0.0.1"
 DEBIAN_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
 
@@ -68,11 +70,11 @@ class PostgresServer:
 
     @property
     def url(self) -> str:
-        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{self.database}"
+        return f"postgresql://{self.user}@{HOST}:{self.port}/{self.database}"
 
     def libpq_env(self) -> dict[str, str]:
         """The same server for tools that read libpq's variables (a bare `psql`)."""
-        return {"PGHOST": "127.0.0.1", "PGPORT": str(self.port), "PGUSER": self.user,
+        return {"PGHOST": HOST, "PGPORT": str(self.port), "PGUSER": self.user,
                 "PGDATABASE": self.database}
 
     def _own_for_server_user(self, path: Path) -> None:
@@ -93,7 +95,7 @@ class PostgresServer:
             _as_server_user([
                 _server_binary("postgres"),
                 "-D", str(self.data_dir),
-                "-h", "127.0.0.1",
+                "-h", HOST,
                 "-p", str(self.port),
                 "-k", str(socket_dir),
                 # Test-speed settings: a lost test database costs nothing.
@@ -132,7 +134,7 @@ class PostgresServer:
         result = subprocess.run(
             [
                 _server_binary("psql"),
-                "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                "-h", HOST, "-p", str(self.port), "-U", "postgres",
                 "-d", database, "-v", "ON_ERROR_STOP=1", "-qc", sql,
             ],
             capture_output=True,
@@ -150,7 +152,7 @@ class PostgresServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             ready = subprocess.run(
-                [_server_binary("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-q"],
+                [_server_binary("pg_isready"), "-h", HOST, "-p", str(self.port), "-q"],
                 check=False,
             )
             if ready.returncode == 0:
