@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepares a fresh Debian machine for mediaimport, idempotently:
-#   1. Debian packages (ffmpeg, PostgreSQL server binaries),
+#   1. Debian packages (ffmpeg, PostgreSQL server binaries, the image build tools),
 #   2. a virtualenv at .venv with the project installed editable,
 #   3. the pinned Go binaries (etcd, Kubernetes, helm, versitygw), cached by version,
 #      with kubectl and helm linked into .venv/bin.
@@ -9,7 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[setup] %s\n' "$*" >&2; }
 
-DEBIAN_PACKAGES=(ffmpeg postgresql iproute2)
+# debootstrap, buildah and runc build the images without a registry (crun,
+# buildah's default runtime, fails on hybrid cgroup hosts; runc is used instead).
+DEBIAN_PACKAGES=(ffmpeg postgresql iproute2 debootstrap buildah runc)
 missing=()
 for p in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

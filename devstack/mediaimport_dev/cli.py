@@ -5,6 +5,7 @@
     mediaimport-dev status                          what runs (exit 1 if not up)
     mediaimport-dev logs <component>                a component's log
     mediaimport-dev down                            stop everything
+    mediaimport-dev images build                    build the images (cached), show sizes
 
 State lives in $MEDIAIMPORT_DEV_HOME, default ./.mediaimport-dev.
 """
@@ -18,7 +19,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from mediaimport_dev import stack
+from mediaimport_dev import images_cli, stack
 from mediaimport_dev.demo import run_demo
 from mediaimport_dev.processes import log_tail
 
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs.set_defaults(run=cmd_logs)
     demo = commands.add_parser("demo", help="import a locally made sample video, end to end")
     demo.set_defaults(run=lambda args: run_demo(args.home))
+    images_cli.configure(commands.add_parser("images", help="the project's container images"))
     for name, (help_text, configure, run) in EXTRA_COMMANDS.items():
         sub = commands.add_parser(name, help=help_text)
         configure(sub)

@@ -8,6 +8,7 @@ stands by again).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import sys
@@ -102,7 +103,24 @@ async def run(settings: Settings) -> int:
     return 1 if lost.is_set() else 0
 
 
-def main() -> int:
+def _parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    """Only --help: everything else is configured by environment variables."""
+    prefix = Settings.model_config.get("env_prefix", "")
+    lines = [
+        f"  {prefix}{name.upper()}: {field.description or ''}".rstrip(": ")
+        for name, field in Settings.model_fields.items()
+    ]
+    parser = argparse.ArgumentParser(
+        prog="mediaimport-operator",
+        description="Reconciles MediaImport resources into import Jobs (see docs/operator.md).",
+        epilog="Configured by environment variables:\n" + "\n".join(lines),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _parse_arguments(argv)
     settings = Settings()
     _configure_logging(settings)
     try:
