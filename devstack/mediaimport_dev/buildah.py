@@ -8,7 +8,9 @@ crun refuses this machine's hybrid cgroup layout.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -30,7 +32,12 @@ class Buildah:
 
     @classmethod
     def under(cls, images_dir: Path) -> Buildah:
-        return cls(root=images_dir / "storage", runroot=images_dir / "run")
+        """The store under images_dir; its run-time state on tmpfs, gone after a reboot
+        like the mounts it describes."""
+        root = images_dir / "storage"
+        tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+        runtime = Path("/run") if os.access("/run", os.W_OK) else images_dir
+        return cls(root=root, runroot=runtime / "mediaimport-buildah" / tag)
 
     def argv(self, *args: str) -> list[str]:
         executable = shutil.which("buildah")

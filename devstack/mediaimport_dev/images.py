@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import gzip
 import json
 import os
 import shutil
@@ -84,7 +83,7 @@ class ImageArchive:
     size: int
     """Bytes of the unpacked layers: the image's size, as ``crictl images`` shows it."""
     archive_size: int
-    """Bytes of the archive (gzip-compressed layers)."""
+    """Bytes of the archive (zstd-compressed layers)."""
     key: str
     """Content hash of the inputs this build came from."""
     build_seconds: float
@@ -196,10 +195,10 @@ class _Builder:
 
     def build(self, name: str, key: str) -> ImageArchive:
         started = time.monotonic()
-        record = _record_path(self.directory, name, key)
+        current = _record_path(self.directory, name, key)
         previous = [
-            path for path in (self.directory / "archives").glob(f"{_slug(name)}-*.json")
-            if path != record
+            path for path in (self.directory / "archives").glob(f"{_slug(name)}-*")
+            if path.stem != current.stem
         ]
         if name == PAUSE_IMAGE:
             self.log(f"building {name}")
@@ -209,7 +208,7 @@ class _Builder:
             self._build_dockerfile(image)
         archive = self._export(name, key, build_seconds=time.monotonic() - started)
         for stale in previous:
-            self._forget(stale)
+            self._forget(stale, keep=archive.image_id)
         self.log(f"{name}: {format_size(archive.size)} in {archive.build_seconds:.0f} s")
         return archive
 
@@ -268,9 +267,13 @@ class _Builder:
         layout = self.directory / "work" / f"{_slug(name)}-oci"
         if layout.exists():
             shutil.rmtree(layout)
-        self.buildah.run("push", "--quiet", name, f"oci:{layout}:{name}")
+        # zstd: on this machine it exports in about a third of gzip's time,
+        # and containerd (1.5 and later) unpacks it faster too.
+        self.buildah.run(
+            "push", "--quiet", "--compression-format", "zstd", name, f"oci:{layout}:{name}"
+        )
         try:
-            manifest_digest, image_id, size = _name_layout(layout, name)
+            manifest_digest, image_id = _name_layout(layout, name)
             archive_path = archives / f"{_slug(name)}-{key}.tar"
             partial = archive_path.with_suffix(".partial")
             with tarfile.open(partial, "w") as tar:
@@ -284,7 +287,7 @@ class _Builder:
             archive=archive_path,
             image_id=image_id,
             manifest_digest=manifest_digest,
-            size=size,
+            size=self._unpacked_size(name),
             archive_size=archive_path.stat().st_size,
             key=key,
             build_seconds=round(build_seconds, 1),
@@ -295,20 +298,24 @@ class _Builder:
         partial.replace(record)
         return archive
 
-    def _forget(self, record: Path) -> None:
-        """Remove a superseded build: its archive, its record and its image in the store."""
-        with contextlib.suppress(OSError, ValueError):
-            old = json.loads(record.read_text())
-            if isinstance(old.get("archive"), str):
-                Path(old["archive"]).unlink(missing_ok=True)
-            if isinstance(old.get("image_id"), str):
-                with contextlib.suppress(BuildahError):
-                    self.buildah.run("rmi", old["image_id"].removeprefix("sha256:"))
-        record.unlink(missing_ok=True)
+    def _unpacked_size(self, name: str) -> int:
+        """The image's size unpacked: the store keeps its layers uncompressed, with sizes."""
+        inspected = json.loads(self.buildah.run("inspect", "--type", "image", name))
+        layers = json.loads(inspected["Manifest"])["layers"]
+        return sum(int(layer["size"]) for layer in layers)
+
+    def _forget(self, path: Path, *, keep: str) -> None:
+        """Remove a superseded build's file; for its record, also its image in the store."""
+        if path.suffix == ".json":
+            with contextlib.suppress(OSError, ValueError, AttributeError, BuildahError):
+                image_id = json.loads(path.read_text()).get("image_id")
+                if isinstance(image_id, str) and image_id != keep:
+                    self.buildah.run("rmi", image_id.removeprefix("sha256:"))
+        path.unlink(missing_ok=True)
 
 
-def _name_layout(layout: Path, name: str) -> tuple[str, str, int]:
-    """Name the image in the OCI layout's index for containerd; return its digests and size."""
+def _name_layout(layout: Path, name: str) -> tuple[str, str]:
+    """Name the image in the OCI layout's index for containerd; return its two digests."""
     index_path = layout / "index.json"
     index = json.loads(index_path.read_text())
     (descriptor,) = index["manifests"]
@@ -316,20 +323,7 @@ def _name_layout(layout: Path, name: str) -> tuple[str, str, int]:
     index_path.write_text(json.dumps(index))
     manifest_digest = str(descriptor["digest"])
     manifest = json.loads(_blob(layout, manifest_digest).read_text())
-    size = sum(_unpacked_size(layout, layer) for layer in manifest["layers"])
-    return manifest_digest, str(manifest["config"]["digest"]), size
-
-
-def _unpacked_size(layout: Path, layer: dict[str, str]) -> int:
-    """A layer's size as unpacked (the manifest gives the compressed size)."""
-    path = _blob(layout, layer["digest"])
-    if not layer["mediaType"].endswith("+gzip"):
-        return path.stat().st_size
-    total = 0
-    with gzip.open(path, "rb") as stream:
-        while chunk := stream.read(1 << 20):
-            total += len(chunk)
-    return total
+    return manifest_digest, str(manifest["config"]["digest"])
 
 
 def _blob(layout: Path, digest: str) -> Path:
