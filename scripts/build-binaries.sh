@@ -77,15 +77,30 @@ build_versitygw() {
   link versitygw "$VERSITYGW_VERSION"
 }
 
+# helm's default Kubernetes version (what `helm template` and `helm lint` assume
+# without --kube-version) comes from ldflags, as in helm's own Makefile: without
+# them it is v1.20.0 and the chart's kubeVersion refuses it. The flags are part of
+# the cache key (HELM_BUILD), so a binary built without them is rebuilt once.
+HELM_BUILD="$HELM_VERSION-kubedefault"
+
 build_helm() {
-  have helm "$HELM_VERSION" || {
+  have helm "$HELM_BUILD" || {
     local dir; dir=$(wrapper_module "helm-$HELM_VERSION")
     cd "$dir"
-    local minor=${HELM_VERSION#v}; minor=${minor%.*}
-    with_heartbeat "helm $HELM_VERSION" bash -c "go get helm.sh/helm/v3/cmd/helm@$HELM_VERSION && go build -trimpath -ldflags '-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION' -o '$BIN_DIR/helm-$HELM_VERSION.tmp' helm.sh/helm/v3/cmd/helm"
-    mv "$BIN_DIR/helm-$HELM_VERSION.tmp" "$BIN_DIR/helm-$HELM_VERSION"
+    with_heartbeat "helm $HELM_VERSION" bash -c "
+      set -euo pipefail
+      go get helm.sh/helm/v3/cmd/helm@$HELM_VERSION
+      # Upstream derives the default from the client-go it is built with (v0.N.x = 1.N).
+      client_go=\$(go list -m -f '{{.Version}}' k8s.io/client-go)
+      minor=\$(cut -d. -f2 <<<\"\$client_go\")
+      flags='-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION'
+      for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+        flags+=\" -X \$pkg.k8sVersionMajor=1 -X \$pkg.k8sVersionMinor=\$minor\"
+      done
+      go build -trimpath -ldflags \"\$flags\" -o '$BIN_DIR/helm-$HELM_BUILD.tmp' helm.sh/helm/v3/cmd/helm"
+    mv "$BIN_DIR/helm-$HELM_BUILD.tmp" "$BIN_DIR/helm-$HELM_BUILD"
   }
-  link helm "$HELM_VERSION"
+  link helm "$HELM_BUILD"
 }
 
 # k8s.io/kubernetes maps its staging modules to ./staging with replace lines, so
