@@ -29,7 +29,7 @@ from support.media import MediaLibrary
 from support.origin import Origin, serve
 
 ROOT = Path(__file__).resolve().parents[2]
-CRD_FILE = ROOT / "charts/mediaimport/crds/mediaimports.mediaimport.dev.yaml"
+CRD_FILE = ROOT / "charts/mediaimport/files/mediaimports.mediaimport.dev.yaml"
 JOB = str(Path(sys.executable).parent / "mediaimport-job")
 GROUP_PATH = "/apis/mediaimport.dev/v1alpha1"
 

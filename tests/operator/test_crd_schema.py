@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCE = ROOT / "charts/mediaimport/crds/mediaimports.mediaimport.dev.yaml"
+SOURCE = ROOT / "charts/mediaimport/files/mediaimports.mediaimport.dev.yaml"
 
 
 def _crd() -> dict[str, Any]:
@@ -29,15 +29,15 @@ def _walk(schema: dict[str, Any], path: str = ""):
         yield from _walk(schema["items"], f"{path}[]")
 
 
-def test_one_source_shared_by_deploy_and_the_package() -> None:
-    deploy = ROOT / "deploy/crds/mediaimports.mediaimport.dev.yaml"
-    assert deploy.is_symlink() and deploy.resolve() == SOURCE.resolve()
+def test_one_source_shared_by_the_chart_and_the_package() -> None:
+    """The package ships the source file itself; the chart renders it (templates/crd.yaml
+    reads it, tests/chart checks the rendering and deploy/crds/)."""
     packaged = importlib.resources.files("mediaimport_operator") / "crds"
     text = (packaged / "mediaimports.mediaimport.dev.yaml").read_text()
     assert text == SOURCE.read_text()
     chart_templates = ROOT / "charts/mediaimport/templates"
     assert not any("CustomResourceDefinition" in p.read_text()
-                   for p in chart_templates.glob("*.yaml"))
+                   for p in chart_templates.rglob("*.yaml"))
 
 
 def test_names_and_subresources() -> None:

@@ -17,28 +17,133 @@
 {{- end }}
 {{- end }}
 
+{{/* A component's object name: "<fullname>-<component>", within 63 characters. */}}
+{{- define "mediaimport.componentName" -}}
+{{- $full := include "mediaimport.fullname" .context | trunc (int (sub 62 (len .component))) | trimSuffix "-" }}
+{{- printf "%s-%s" $full .component }}
+{{- end }}
+
 {{- define "mediaimport.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Selector labels: name and instance only (immutable in a Deployment). */}}
+{{/*
+Selector labels of a component (immutable in a Deployment): name, instance, component.
+Call with (dict "context" $ "component" "operator").
+*/}}
 {{- define "mediaimport.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "mediaimport.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/name: {{ include "mediaimport.name" .context }}
+app.kubernetes.io/instance: {{ .context.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
+{{/*
+The Kubernetes recommended labels of every object a component owns (and of its pod
+templates), plus commonLabels. Call with (dict "context" $ "component" "operator").
+*/}}
 {{- define "mediaimport.labels" -}}
-helm.sh/chart: {{ include "mediaimport.chart" . }}
 {{ include "mediaimport.selectorLabels" . }}
-app.kubernetes.io/component: operator
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/version: {{ .context.Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: mediaimport
+app.kubernetes.io/managed-by: {{ .context.Release.Service }}
+helm.sh/chart: {{ include "mediaimport.chart" .context }}
+{{- with .context.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
-{{- define "mediaimport.serviceAccountName" -}}
-{{- if .Values.serviceAccount.create }}
-{{- default (include "mediaimport.fullname" .) .Values.serviceAccount.name }}
+{{/*
+An image reference from {repository, tag, digest}: the tag defaults to the chart's
+appVersion, so the operator, API and job images move together; a digest pins it.
+Call with (dict "image" .Values.operator.image "context" $).
+*/}}
+{{- define "mediaimport.image" -}}
+{{- $tag := default .context.Chart.AppVersion .image.tag }}
+{{- if .image.digest }}
+{{- printf "%s:%s@%s" .image.repository $tag .image.digest }}
 {{- else }}
-{{- default "default" .Values.serviceAccount.name }}
+{{- printf "%s:%s" .image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* imagePullSecrets of the chart's pods: the chart's own list plus global's. */}}
+{{- define "mediaimport.imagePullSecrets" -}}
+{{- $secrets := concat (.Values.imagePullSecrets | default list) ((.Values.global).imagePullSecrets | default list) }}
+{{- with $secrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{- define "mediaimport.operator.serviceAccountName" -}}
+{{- if .Values.operator.serviceAccount.create }}
+{{- default (include "mediaimport.componentName" (dict "context" . "component" "operator")) .Values.operator.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.operator.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "mediaimport.api.serviceAccountName" -}}
+{{- if .Values.api.serviceAccount.create }}
+{{- default (include "mediaimport.componentName" (dict "context" . "component" "api")) .Values.api.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.api.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The namespace the API creates MediaImports in (and the import Jobs run in). */}}
+{{- define "mediaimport.api.namespace" -}}
+{{- default .Release.Namespace .Values.api.namespace }}
+{{- end }}
+
+{{/* The leader Lease's name: the RBAC's resourceNames and the operator's setting. */}}
+{{- define "mediaimport.leaseName" -}}
+{{- include "mediaimport.componentName" (dict "context" . "component" "operator") }}
+{{- end }}
+
+{{/*
+Resources of the import container as the operator's MEDIAIMPORT_JOB_RESOURCES JSON.
+Helm drops a key set to null from the merged values, so the usual keys missing here
+are sent as explicit nulls: "limits.cpu: null" in a values file means no CPU limit,
+not the operator's default.
+*/}}
+{{- define "mediaimport.job.resources" -}}
+{{- $requests := dict "cpu" nil "memory" nil "ephemeral-storage" nil }}
+{{- $limits := dict "cpu" nil "memory" nil "ephemeral-storage" nil }}
+{{- $given := .Values.job.resources | default dict }}
+{{- range $key, $value := ($given.requests | default dict) }}{{ $_ := set $requests $key $value }}{{ end }}
+{{- range $key, $value := ($given.limits | default dict) }}{{ $_ := set $limits $key $value }}{{ end }}
+{{- dict "requests" $requests "limits" $limits | toJson }}
+{{- end }}
+
+{{/* Settings shared by the operator and the API: AWS region and endpoint as plain env. */}}
+{{- define "mediaimport.s3.env" -}}
+{{- with .Values.s3.region }}
+- name: AWS_REGION
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.s3.endpoint }}
+- name: AWS_ENDPOINT_URL_S3
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+Topology spread of a component: each given constraint gets the component's selector
+when it names none. Call with (dict "context" $ "component" "api" "constraints" list).
+*/}}
+{{- define "mediaimport.topologySpread" -}}
+{{- $selector := include "mediaimport.selectorLabels" (dict "context" .context "component" .component) | fromYaml }}
+{{- $out := list }}
+{{- range .constraints }}
+{{- $c := deepCopy . }}
+{{- if not (hasKey $c "labelSelector") }}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" $selector) }}
+{{- end }}
+{{- $out = append $out $c }}
+{{- end }}
+{{- with $out }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
