@@ -14,6 +14,8 @@ import logging
 import sys
 
 import kopf
+from pydantic import ValidationError
+from pydantic_settings import CliApp, CliSettingsSource
 
 from .handlers import build_runtime, register
 from .health import HealthServer
@@ -103,8 +105,11 @@ async def run(settings: Settings) -> int:
     return 1 if lost.is_set() else 0
 
 
-def _parse_arguments(argv: list[str] | None) -> argparse.Namespace:
-    """Only --help: everything else is configured by environment variables."""
+def settings_from(argv: list[str]) -> Settings:
+    """The settings from the environment, overridden by flags: every setting is also a
+    kebab-case flag (``--log-level=DEBUG``), so a Deployment can pass them as arguments.
+    ``--help`` lists the flags and the environment variables; an unknown argument ends
+    the process with argparse's usage error (exit 2), a bad value with a ValidationError."""
     prefix = Settings.model_config.get("env_prefix", "")
     lines = [
         f"  {prefix}{name.upper()}: {field.description or ''}".rstrip(": ")
@@ -112,16 +117,24 @@ def _parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     ]
     parser = argparse.ArgumentParser(
         prog="mediaimport-operator",
-        description="Reconciles MediaImport resources into import Jobs (see docs/operator.md).",
+        description="Reconciles MediaImport resources into import Jobs (see docs/operator.md). "
+        "Every setting is an environment variable and a flag; flags win.",
         epilog="Configured by environment variables:\n" + "\n".join(lines),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
-    return parser.parse_args(argv)
+    flags: CliSettingsSource[Settings] = CliSettingsSource(
+        Settings, root_parser=parser, cli_kebab_case=True, cli_exit_on_error=True
+    )
+    return CliApp.run(Settings, cli_args=argv, cli_settings_source=flags)
 
 
 def main(argv: list[str] | None = None) -> int:
-    _parse_arguments(argv)
-    settings = Settings()
+    try:
+        settings = settings_from(sys.argv[1:] if argv is None else argv)
+    except ValidationError as error:
+        print(f"mediaimport-operator: invalid settings: {error}", file=sys.stderr)
+        return 2
     _configure_logging(settings)
     try:
         return asyncio.run(run(settings))
