@@ -19,10 +19,17 @@ from urllib.parse import urlsplit
 
 from .netguard import IPNetwork, parse_network
 from .reasons import FailureReason, MediaType
+from .tunnel import TunnelProxy
 
 ENV_PREFIX = "MEDIAIMPORT_"
 DEFAULT_RESULT_FILE = "/dev/termination-log"
 DEFAULT_MAX_BYTES = 16 * 1024**3
+# Room the temporary directory keeps besides the download: the thumbnail (a JPEG
+# at most 4096 pixels across) and ffmpeg's scratch files. The operator sizes the
+# pod's /tmp volume as max bytes plus the same reserve.
+TMP_RESERVE = 64 * 1024 * 1024
+# Kubernetes' default terminationGracePeriodSeconds.
+DEFAULT_GRACE_PERIOD = 30.0
 MAX_URL_LENGTH = 8192
 MAX_KEY_PREFIX_BYTES = 700  # S3 keys are at most 1024 bytes; the name takes up to 200.
 MAX_THUMBNAIL_WIDTH = 4096
@@ -48,9 +55,12 @@ class Settings:
     thumbnail_width: int
     thumbnail_at: float
     max_bytes: int
+    tmp_limit: int | None
+    grace_period: float
     sha256: str | None
     result_file: str
     allow_networks: tuple[IPNetwork, ...]
+    download_proxy: TunnelProxy | None
     connect_timeout: float
     read_timeout: float
     download_timeout: float
@@ -107,6 +117,17 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--thumbnail-width", "thumbnail width in pixels (odd values round down)", default="320")
     add("--thumbnail-at", "thumbnail time in seconds, clamped into the duration", default="0")
     add("--max-bytes", "largest accepted file size in bytes", default=str(DEFAULT_MAX_BYTES))
+    add(
+        "--tmp-limit",
+        "bytes the temporary directory may hold (the pod's /tmp sizeLimit); a file larger "
+        f"than this less {TMP_RESERVE // 1024**2} MiB for the thumbnail fails as TooLarge",
+    )
+    add(
+        "--grace-period",
+        "seconds between SIGTERM and SIGKILL (the pod's terminationGracePeriodSeconds): the "
+        "cleanup after SIGTERM ends in time to write the result",
+        default=str(DEFAULT_GRACE_PERIOD),
+    )
     add("--sha256", "expected SHA-256 of the file (hex)")
     add("--result-file", "where the result document goes", default=DEFAULT_RESULT_FILE)
     parser.add_argument(
@@ -118,6 +139,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
             "let the download reach this otherwise refused network; repeatable "
             f"[{env_name('--allow-network')}, comma-separated]"
         ),
+    )
+    add(
+        "--download-proxy",
+        "http://[user:password@]host:port of a proxy to download through; the target's "
+        "address is still resolved and checked here, and the proxy is asked to CONNECT "
+        "to that address (the *_PROXY variables are never used for the download)",
     )
     add("--connect-timeout", "seconds to establish a connection", default="10")
     add("--read-timeout", "seconds without any byte from the origin", default="30")
@@ -216,6 +243,15 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
     if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", bucket):
         raise ConfigError(f"--bucket {bucket!r} is not a valid S3 bucket name")
     name = (args.name or "").strip() or None
+    download_proxy = None
+    if (args.download_proxy or "").strip():
+        try:
+            download_proxy = TunnelProxy.from_url(args.download_proxy)
+        except ValueError as exc:
+            raise ConfigError(f"--download-proxy: {exc}") from None
+    tmp_limit = None
+    if args.tmp_limit is not None and str(args.tmp_limit).strip():
+        tmp_limit = int(_number(args.tmp_limit, "--tmp-limit", int, TMP_RESERVE + 1))
 
     return Settings(
         url=_validate_url(args.url),
@@ -226,9 +262,12 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
         thumbnail_width=width - width % 2,  # JPEG 4:2:0 and players prefer even sizes
         thumbnail_at=_number(args.thumbnail_at, "--thumbnail-at", float, 0),
         max_bytes=int(_number(args.max_bytes, "--max-bytes", int, 1)),
+        tmp_limit=tmp_limit,
+        grace_period=_number(args.grace_period, "--grace-period", float, 1),
         sha256=sha256.lower() if sha256 else None,
         result_file=args.result_file or DEFAULT_RESULT_FILE,
         allow_networks=networks,
+        download_proxy=download_proxy,
         connect_timeout=_number(args.connect_timeout, "--connect-timeout", float, 0.1),
         read_timeout=_number(args.read_timeout, "--read-timeout", float, 0.1),
         download_timeout=_number(args.download_timeout, "--download-timeout", float, 0.1),

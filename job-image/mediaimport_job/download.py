@@ -49,6 +49,7 @@ from urllib3.util import Timeout
 from .errors import JobError
 from .netguard import BlockedAddressError
 from .reasons import FailureReason
+from .urls import redact
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +67,18 @@ _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 @dataclass(frozen=True)
 class DownloadLimits:
     max_bytes: int
+    # What sets the cap, for the TooLarge message ("the limit of N bytes" when None):
+    # the space of the temporary volume when that is smaller than the limit.
+    max_bytes_reason: str | None = None
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
     deadline: float = 3000.0  # seconds for the whole download, retries included
     min_rate: int = 4096  # bytes per second, measured over min_rate_window
     min_rate_window: float = 20.0
     retries: int = 5
+
+    def cap(self) -> str:
+        return self.max_bytes_reason or f"the limit of {self.max_bytes} bytes"
 
 
 @dataclass(frozen=True)
@@ -102,16 +109,6 @@ class _TransientError(Exception):
         super().__init__(message)
         self.reason = reason
         self.retry_after = retry_after
-
-
-def redact(url: str) -> str:
-    """The URL without query, fragment or credentials: signed URLs carry secrets."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -285,7 +282,7 @@ class _Download:
             _discard(response)
             raise JobError(
                 FailureReason.TOO_LARGE,
-                f"the file is {total} bytes, more than the limit of {self.limits.max_bytes}",
+                f"the file is {total} bytes, more than {self.limits.cap()}",
                 retryable=False,
             )
         self.total = total
@@ -309,7 +306,7 @@ class _Download:
                     # close-delimited bodies announce nothing.
                     raise JobError(
                         FailureReason.TOO_LARGE,
-                        f"the body exceeded the limit of {limits.max_bytes} bytes",
+                        f"the body exceeded {limits.cap()}",
                         retryable=False,
                     )
                 self.hasher.update(data)

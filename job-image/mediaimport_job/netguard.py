@@ -13,8 +13,10 @@ the Kubernetes API or any pod. The guard has two halves:
   host once, refuse it when ANY resolved address is blocked, and connect to the
   checked addresses themselves, so a second DNS answer (rebinding) never gets a
   say. TLS still verifies the certificate for, and sends SNI with, the host
-  name; the Host header is the host name. Proxies are never used: urllib3 reads
-  no proxy environment variables, so ``HTTP_PROXY`` cannot route around the guard.
+  name; the Host header is the host name. urllib3 reads no proxy environment
+  variables, so ``HTTP_PROXY`` cannot route around the guard; an explicit
+  download proxy (``tunnel.TunnelProxy``) is asked to CONNECT to the checked
+  address, never to a name it would resolve itself.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import Any, ClassVar
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool, PoolManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import NameResolutionError, NewConnectionError
+
+from .tunnel import TunnelProxy
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -168,10 +172,18 @@ def connect_checked(
     port: int,
     timeout: float | None,
     socket_options: Iterable[tuple[int, int, int | bytes]] | None,
+    proxy: TunnelProxy | None = None,
 ) -> socket.socket:
-    """Connect to the first reachable address of an already-checked list."""
+    """Connect to the first reachable address of an already-checked list (through
+    ``proxy``'s tunnel to that address, when one is given)."""
     last_error: OSError | None = None
     for raw in addresses:
+        if proxy is not None:
+            try:
+                return proxy.connect(raw, port, timeout, socket_options)
+            except OSError as exc:
+                last_error = exc
+                continue
         family = socket.AF_INET6 if ":" in raw else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -192,6 +204,8 @@ class _GuardedConnectionMixin:
     """Replaces urllib3's resolve-and-connect with resolve, check, connect-to-checked."""
 
     policy: ClassVar[AddressPolicy]
+    # Not ``proxy``: urllib3's connections have an attribute of that name (its own proxies).
+    tunnel: ClassVar[TunnelProxy | None]
     # Provided by urllib3's HTTPConnection.
     _dns_host: str
     host: str
@@ -205,7 +219,9 @@ class _GuardedConnectionMixin:
         except socket.gaierror as exc:
             raise NameResolutionError(self.host, self, exc) from exc  # type: ignore[arg-type]
         try:
-            return connect_checked(addresses, self.port, self.timeout, self.socket_options)
+            return connect_checked(
+                addresses, self.port, self.timeout, self.socket_options, self.tunnel
+            )
         except TimeoutError as exc:
             raise NewConnectionError(
                 self,  # type: ignore[arg-type]
@@ -219,21 +235,23 @@ class _GuardedConnectionMixin:
 
 
 class GuardedPoolManager(PoolManager):
-    """A urllib3 PoolManager whose every new connection goes through ``policy``.
+    """A urllib3 PoolManager whose every new connection goes through ``policy`` (and
+    through ``proxy``'s tunnel to the checked address, when there is one).
 
     ``BlockedAddressError`` propagates out of ``urlopen`` unwrapped (urllib3
     only wraps OSError subclasses), so callers can tell it from network errors.
     """
 
-    def __init__(self, policy: AddressPolicy, **kwargs: Any) -> None:
+    def __init__(
+        self, policy: AddressPolicy, proxy: TunnelProxy | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
+        guard = {"policy": policy, "tunnel": proxy}
         http_connection = type(
-            "GuardedHTTPConnection", (_GuardedConnectionMixin, HTTPConnection), {"policy": policy}
+            "GuardedHTTPConnection", (_GuardedConnectionMixin, HTTPConnection), guard
         )
         https_connection = type(
-            "GuardedHTTPSConnection",
-            (_GuardedConnectionMixin, HTTPSConnection),
-            {"policy": policy},
+            "GuardedHTTPSConnection", (_GuardedConnectionMixin, HTTPSConnection), guard
         )
         http_pool = type(
             "GuardedHTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": http_connection}

@@ -19,6 +19,7 @@ import hashlib
 import importlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
@@ -26,13 +27,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from . import filenames
-from .config import Settings
-from .download import DownloadLimits, download, redact
-from .errors import JobError
+from .config import TMP_RESERVE, Settings
+from .download import DownloadLimits, download
+from .errors import JobError, Terminated
 from .netguard import AddressPolicy, GuardedPoolManager
 from .reasons import FailureReason
 from .upload import (
-    CLEANUP_WAIT,
     SINGLE_PUT_LIMIT,
     ClientPromise,
     StreamingUpload,
@@ -43,6 +43,7 @@ from .upload import (
     replace_metadata,
     storage_failure,
 )
+from .urls import redact
 
 if TYPE_CHECKING:
     from .probe import Probed
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 # Imported after the download; ``warm_up`` loads them while it runs.
+# Seconds of the grace period kept for writing the result and exiting after the cleanup.
+CLEANUP_MARGIN = 5.0
 _LATER_MODULES = ("mediaimport_job.result", "mediaimport_job.probe", "mediaimport_job.thumbnail")
 
 log = logging.getLogger(__name__)
@@ -95,9 +98,26 @@ def final_name(settings: Settings, probed: Probed) -> str:
     return filenames.with_extension(name, probed.extension)
 
 
+def max_file_bytes(settings: Settings) -> tuple[int, str | None]:
+    """The largest file this run accepts, and what sets it (for the TooLarge message).
+
+    A download must fit the temporary volume: past the pod's /tmp sizeLimit the
+    kubelet evicts the pod, and an eviction is retried forever.
+    """
+    if settings.tmp_limit is not None and settings.tmp_limit - TMP_RESERVE < settings.max_bytes:
+        room = settings.tmp_limit - TMP_RESERVE
+        return room, (
+            f"the {room} bytes the job's temporary volume has room for (--tmp-limit "
+            f"{settings.tmp_limit} less {TMP_RESERVE // 1024**2} MiB for the thumbnail)"
+        )
+    return settings.max_bytes, None
+
+
 def limits_from(settings: Settings) -> DownloadLimits:
+    max_bytes, reason = max_file_bytes(settings)
     return DownloadLimits(
-        max_bytes=settings.max_bytes,
+        max_bytes=max_bytes,
+        max_bytes_reason=reason,
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
         deadline=settings.download_timeout,
@@ -118,22 +138,27 @@ def verify_checksum(expected: str | None, actual: str) -> None:
 
 def run(settings: Settings, workspace: Workspace, clients: ClientPromise) -> ReadyResult:
     """Import ``settings.url``; raises ``JobError`` (or ``Terminated``) after cleaning up S3."""
-    http = GuardedPoolManager(AddressPolicy(settings.allow_networks), num_pools=4, maxsize=1)
+    http = GuardedPoolManager(
+        AddressPolicy(settings.allow_networks), settings.download_proxy, num_pools=4, maxsize=1
+    )
     written = Written(clients, settings.bucket)
     name = planned_name(settings)
     streaming = None
-    storing: Future[StreamingUpload | None] | None = None  # the media object, in the background
+    storing: Future[None] | None = None  # the media object, stored in the background
     if name is not None:
         streaming = StreamingUpload(
             clients,
             settings.bucket,
             f"{settings.key_prefix}/{name}",
             workspace.source,
-            max_bytes=settings.max_bytes,
+            max_bytes=max_file_bytes(settings)[0],
             concurrency=settings.upload_concurrency,
         )
+        written.add_upload(streaming)
     try:
-        log.info("downloading %s", redact(settings.url))
+        proxy = settings.download_proxy
+        via = f" through the proxy {proxy.where}" if proxy else ""
+        log.info("downloading %s%s", redact(settings.url), via)
         downloaded = download(
             settings.url, workspace.source, http, limits_from(settings), sink=streaming
         )
@@ -148,8 +173,8 @@ def run(settings: Settings, workspace: Workspace, clients: ClientPromise) -> Rea
         log.info("probed: %s %s", probed.media_type, probed.media.model_dump_json())
         key = f"{settings.key_prefix}/{name or final_name(settings, probed)}"
 
-        def store() -> StreamingUpload | None:
-            return _store_media(
+        def store() -> None:
+            _store_media(
                 settings, workspace, clients, written, streaming,
                 key=key, size=downloaded.size, content_type=probed.content_type,
                 sha256=downloaded.sha256,
@@ -161,7 +186,7 @@ def run(settings: Settings, workspace: Workspace, clients: ClientPromise) -> Rea
             storing = _in_background("store-media", store)
         else:
             # The whole upload still lies ahead: keep it where SIGTERM can abort it.
-            streaming = store()
+            store()
         thumbnail_key = None
         if probed.video_stream is not None:
             thumb = thumbnail.render(
@@ -182,15 +207,7 @@ def run(settings: Settings, workspace: Workspace, clients: ClientPromise) -> Rea
             storing.result()
     except BaseException:
         # Whatever happened (a failure, SIGTERM), nothing half-written may remain.
-        if storing is not None:
-            # Let the background store end first (fast: its queued parts are dropped),
-            # so it cannot complete the upload after the cleanup below.
-            if streaming is not None:
-                streaming.cancel()
-            wait([storing], timeout=CLEANUP_WAIT)
-        if streaming is not None:
-            streaming.abort()
-        written.delete_all()
+        clean_up(written, storing, cleanup_budget(settings.grace_period))
         raise
     finally:
         http.clear()
@@ -207,6 +224,54 @@ def run(settings: Settings, workspace: Workspace, clients: ClientPromise) -> Rea
         sha256=downloaded.sha256,
         contentType=probed.content_type,
         media=probed.media,
+    )
+
+
+def cleanup_budget(grace_period: float) -> float:
+    """Seconds the cleanup may take: the pod's grace period less a margin for writing
+    the result and exiting before the kubelet's SIGKILL."""
+    return max(1.0, grace_period - CLEANUP_MARGIN)
+
+
+def clean_up(written: Written, storing: Future[None] | None, budget: float) -> None:
+    """Abort the uploads and delete the objects of a failed run, within ``budget`` seconds.
+
+    The aborts go out first, so nothing can complete an upload afterwards; then the
+    background store ends (it may be copying an object's metadata), the objects are
+    deleted, and running parts get the time left to end before the uploads are
+    aborted again (a part in flight may land after the first abort). It runs on a
+    thread of its own so an S3 call that hangs cannot hold the result document past
+    the grace period: what is left then is logged (a bucket lifecycle rule for
+    incomplete multipart uploads is the backstop). A SIGTERM meanwhile shortens the
+    wait, it does not end it.
+    """
+    deadline = time.monotonic() + budget
+
+    def steps() -> None:
+        written.cancel_uploads()
+        if storing is not None:
+            wait([storing], timeout=max(0.0, deadline - time.monotonic()))
+        written.delete_all()
+        # Parts still running get what is left, less a second for the last abort request.
+        written.abort_uploads(max(0.0, deadline - time.monotonic() - 1.0))
+
+    done = _in_background("cleanup", steps)
+    while True:
+        try:
+            done.result(timeout=max(0.0, deadline - time.monotonic()))
+        except Terminated:
+            # Stopped while cleaning up after another failure: that failure is the
+            # result; the cleanup still ends within the grace period.
+            deadline = min(deadline, time.monotonic() + budget)
+            continue
+        except TimeoutError:
+            break
+        except Exception:
+            log.exception("the cleanup failed")
+        return
+    log.warning(
+        "the cleanup did not finish within %.0f s; S3 may keep an incomplete upload or "
+        "an object of this run", budget,
     )
 
 
@@ -239,8 +304,8 @@ def _store_media(
     size: int,
     content_type: str,
     sha256: str,
-) -> StreamingUpload | None:
-    """Make the verified file the object at ``key``; returns the upload to abort on failure."""
+) -> None:
+    """Make the verified file the object at ``key`` (the run's cleanup undoes it on failure)."""
     if streaming is not None and streaming.multipart:
         written.add(key)  # before completing: a completion cut short is cleaned up too
         streaming.complete()
@@ -248,29 +313,25 @@ def _store_media(
             replace_metadata, clients.get(), settings.bucket, key,
             size=size, content_type=content_type, sha256=sha256,
         )  # fmt: skip
-        return streaming
+        return
     written.add(key)
     if size <= SINGLE_PUT_LIMIT:
         _storage(
             put_small, clients.get(), settings.bucket, key, workspace.source,
             content_type=content_type, sha256=sha256,
         )  # fmt: skip
-        return streaming
+        return
     # The key needed the probe: upload now, with the final metadata up front.
     upload = StreamingUpload(
         clients, settings.bucket, key, workspace.source,
         max_bytes=size, concurrency=settings.upload_concurrency,
         create_args=object_args(content_type, sha256),
     )  # fmt: skip
-    try:
-        upload.expect(size)
-        upload.written(size)
-        upload.finish(size)
-        upload.complete()
-    except BaseException:
-        upload.abort()
-        raise
-    return upload
+    written.add_upload(upload)  # aborted by the run's cleanup if it fails
+    upload.expect(size)
+    upload.written(size)
+    upload.finish(size)
+    upload.complete()
 
 
 def _storage(action: Callable[..., None], *args: object, **kwargs: object) -> None:

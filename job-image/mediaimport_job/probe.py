@@ -20,6 +20,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from . import tools
 from .errors import JobError
 from .result import FailureReason, MediaInfo, MediaType
 
@@ -109,9 +110,7 @@ def _ffprobe(
         *extra, "-i", f"file:{path}",
     ]  # fmt: skip
     try:
-        return subprocess.run(
-            command, capture_output=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL
-        )
+        return tools.run(command, timeout)
     except subprocess.TimeoutExpired:
         raise JobError(
             FailureReason.PROCESSING_FAILED,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from . import tools
 from .errors import JobError
 from .probe import SAFE_INPUT_OPTIONS
 from .reasons import FailureReason
@@ -64,13 +65,7 @@ def render(
     for position in dict.fromkeys([start, 0.0]):
         output.unlink(missing_ok=True)
         try:
-            completed = subprocess.run(
-                command(source, output, width, position, stream),
-                capture_output=True,
-                timeout=timeout,
-                check=False,
-                stdin=subprocess.DEVNULL,
-            )
+            completed = tools.run(command(source, output, width, position, stream), timeout)
         except subprocess.TimeoutExpired:
             raise JobError(
                 FailureReason.PROCESSING_FAILED,

@@ -24,12 +24,20 @@ runs only once a client exists.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Future,
+    InvalidStateError,
+    ThreadPoolExecutor,
+    wait,
+)
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -107,6 +115,11 @@ def part_size_for(expected_size: int) -> int:
     return max(MIN_PART_SIZE, -(-needed // MiB) * MiB)
 
 
+def _error_code(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    return str((response or {}).get("Error", {}).get("Code", "")) if response else ""
+
+
 def storage_failure(exc: BaseException, action: str) -> JobError:
     """Map a boto3 error to the result: configuration errors are permanent."""
     if isinstance(exc, JobError):
@@ -135,7 +148,8 @@ def storage_failure(exc: BaseException, action: str) -> JobError:
 
 @dataclass
 class Written:
-    """The objects this run created (or is creating), deleted again when the run fails.
+    """What this run created (or is creating) in S3, removed again when the run fails:
+    objects, and multipart uploads not yet completed.
 
     Keys are added before the request that creates them, so an object whose
     creation was cut short is deleted too (deleting a missing key is a no-op).
@@ -145,12 +159,29 @@ class Written:
     clients: ClientPromise
     bucket: str
     keys: list[str] = field(default_factory=list)
+    uploads: list[StreamingUpload] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, key: str) -> None:
         with self._lock:
             if key not in self.keys:
                 self.keys.append(key)
+
+    def add_upload(self, upload: StreamingUpload) -> None:
+        with self._lock:
+            self.uploads.append(upload)
+
+    def cancel_uploads(self) -> None:
+        """Drop queued parts and send the aborts now (does not wait for running parts)."""
+        for upload in self._uploads():
+            upload.cancel()
+            upload.send_abort()
+
+    def abort_uploads(self, timeout: float) -> None:
+        """Let running parts end (at most ``timeout`` seconds in all), abort again."""
+        deadline = time.monotonic() + timeout
+        for upload in self._uploads():
+            upload.abort(max(0.0, deadline - time.monotonic()))
 
     def delete_all(self) -> None:
         with self._lock:
@@ -160,6 +191,10 @@ class Written:
                 self.clients.get().delete_object(Bucket=self.bucket, Key=key)
             except boto_errors(JobError):
                 log.exception("could not delete s3://%s/%s after a failure", self.bucket, key)
+
+    def _uploads(self) -> list[StreamingUpload]:
+        with self._lock:
+            return list(self.uploads)
 
 
 def object_args(content_type: str, sha256: str) -> dict[str, Any]:
@@ -273,6 +308,8 @@ class StreamingUpload:
         self.executor: ThreadPoolExecutor | None = None
         self.fd: int | None = None
         self.cancelled = threading.Event()
+        self._stop: Future[None] = Future()  # fails when cancelled: wakes ``complete``
+        self.aborted = False
 
     @property
     def multipart(self) -> bool:
@@ -321,7 +358,9 @@ class StreamingUpload:
         """
         assert self.upload_id is not None
         pending: list[Future[Any]] = [self.upload_id, *self.futures]
-        wait(pending, return_when=FIRST_EXCEPTION)
+        # ``cancel`` ends the wait too: parts still running (an S3 that stopped
+        # answering) are not waited for then.
+        wait([_settled(pending), self._stop], return_when=FIRST_COMPLETED)
         self._raise_failed_part()
         if self.cancelled.is_set() or any(future.cancelled() for future in pending):
             raise JobError(
@@ -343,34 +382,45 @@ class StreamingUpload:
     def cancel(self) -> None:
         """Drop the queued parts now (thread-safe; does not wait, never raises)."""
         self.cancelled.set()
+        with contextlib.suppress(InvalidStateError):  # cancelled twice at once
+            self._stop.set_exception(
+                JobError(FailureReason.UPLOAD_FAILED, "cancelled", retryable=True)
+            )
         executor = self.executor
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
 
-    def abort(self) -> None:
-        """Stop queued parts, let running ones end (bounded), abort the upload. Never raises."""
-        if self.executor is not None:
-            self.executor.shutdown(wait=False, cancel_futures=True)
-            tasks: list[Future[Any] | None] = [self.upload_id, *self.futures]
-            running = [task for task in tasks if task is not None and not task.done()]
-            if running:
-                wait(running, timeout=CLEANUP_WAIT)
-        upload = self.upload_id
+    def abort(self, timeout: float = CLEANUP_WAIT) -> None:
+        """Abort the upload, give running parts up to ``timeout`` seconds to end, and abort
+        again if any was running: a part still in flight at the first abort may land after
+        it. Never raises."""
+        self.cancel()
+        self.send_abort()
+        tasks: list[Future[Any] | None] = [self.upload_id, *self.futures]
+        running = [task for task in tasks if task is not None and not task.done()]
+        if running:
+            wait(running, timeout=timeout)
+            self.send_abort()
         self.upload_id = None
-        if (
-            upload is not None
-            and upload.done()
-            and not upload.cancelled()
-            and not upload.exception()
-        ):
-            try:
-                self.clients.get().abort_multipart_upload(
-                    Bucket=self.bucket, Key=self.key, UploadId=upload.result()
-                )
-                log.info("aborted the multipart upload of s3://%s/%s", self.bucket, self.key)
-            except boto_errors(JobError):
+        if all(task.done() for task in running):
+            self._close()  # else a part still reads the file: leave it to the process's end
+
+    def send_abort(self) -> None:
+        """Abort the multipart upload if it was created (again: a no-op). Never raises."""
+        upload = self.upload_id
+        if upload is None or not upload.done() or upload.cancelled() or upload.exception():
+            return
+        try:
+            self.clients.get().abort_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=upload.result()
+            )
+        except boto_errors(JobError) as exc:
+            if _error_code(exc) != "NoSuchUpload":  # aborted (or completed) already
                 log.exception("could not abort the multipart upload of %s", self.key)
-        self._close()
+            return
+        if not self.aborted:
+            self.aborted = True
+            log.info("aborted the multipart upload of s3://%s/%s", self.bucket, self.key)
 
     # -- internals -----------------------------------------------------------------
 
@@ -378,6 +428,9 @@ class StreamingUpload:
         # Parts are streamed from the file, not held in memory: no memory cap on workers.
         workers = max(1, self.concurrency)
         self.cancelled.clear()
+        self._stop = Future()
+        self.aborted = False
+        self._close()  # what an aborted predecessor left open
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload-part")
         self.fd = os.open(self.path, os.O_RDONLY)
         self.futures = []
@@ -440,6 +493,29 @@ class StreamingUpload:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def _settled(futures: list[Future[Any]]) -> Future[None]:
+    """A future that is done once all ``futures`` are, or as soon as one fails or is
+    cancelled (what ``wait(..., FIRST_EXCEPTION)`` waits for, as one future)."""
+    settled: Future[None] = Future()
+    left = len(futures)
+    lock = threading.Lock()
+
+    def on_done(future: Future[Any]) -> None:
+        nonlocal left
+        with lock:
+            left -= 1
+            if settled.done():
+                return
+            if left == 0 or future.cancelled() or future.exception() is not None:
+                settled.set_result(None)
+
+    if not futures:
+        settled.set_result(None)
+    for future in futures:
+        future.add_done_callback(on_done)
+    return settled
 
 
 class FileSlice(io.RawIOBase):

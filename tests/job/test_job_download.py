@@ -13,10 +13,10 @@ from mediaimport_job.download import (
     backoff_delay,
     download,
     parse_retry_after,
-    redact,
 )
 from mediaimport_job.errors import JobError
 from mediaimport_job.netguard import AddressPolicy, GuardedPoolManager
+from mediaimport_job.urls import redact
 from support.media import MediaLibrary
 from support.origin import Origin
 
@@ -110,3 +110,6 @@ def test_redact_drops_secrets() -> None:
     assert redact("https://u:p@cdn.example:8443/a/b.mp4?X-Amz-Signature=s#f") == (
         "https://cdn.example:8443/a/b.mp4"
     )
+    assert redact("http://[::1]:80/x?t=1") == "http://[::1]:80/x"
+    # Unparsable ports still lose the query and the credentials.
+    assert redact("https://u:p@cdn.example:bad/a.mp4?token=s") == "https://cdn.example:bad/a.mp4"

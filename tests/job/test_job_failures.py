@@ -4,6 +4,7 @@ retryability, and nothing left behind (no temp file, no object, no pending uploa
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -140,6 +141,53 @@ def test_endless_body_with_streaming_upload_leaves_no_multipart_upload(
     run = run_job(origin.url("/endless"), "--name", "endless.mp4", "--max-bytes", str(40 * 1024**2))
     assert_failed(run, "TooLarge", retryable=False)
     assert "streaming s3://" in run.stderr
+
+
+MiB = 1024 * 1024
+
+
+@pytest.mark.parametrize("announced", [True, False], ids=["content-length", "counted"])
+def test_a_file_larger_than_the_temporary_volume_is_too_large(
+    announced: bool, origin: Origin, run_job: JobRunner, assert_failed: AssertFailed,
+    tmp_path: Path,
+) -> None:
+    """Past the /tmp sizeLimit the kubelet would evict the pod, and the Job retries an
+    eviction for ever: the job refuses such a file itself, as a permanent TooLarge."""
+    # 64 MiB of the volume are kept for the thumbnail: 72 MiB leave 8 MiB for the file.
+    tmp_limit = str(72 * MiB)
+    if announced:
+        origin.add(_zeros(tmp_path, 9 * MiB), "nine-mib.bin")
+        run = run_job(origin.url("/files/nine-mib.bin"), "--tmp-limit", tmp_limit)
+    else:
+        run = run_job(origin.url("/endless"), "--tmp-limit", tmp_limit)
+    document = assert_failed(run, "TooLarge", retryable=False)
+    message = document["error"]["message"]
+    assert f"the {8 * MiB} bytes the job's temporary volume has room for" in message
+    assert f"--tmp-limit {72 * MiB}" in message
+
+
+def test_the_smaller_of_max_bytes_and_the_volume_decides(
+    origin: Origin, run_job: JobRunner, assert_failed: AssertFailed, tmp_path: Path
+) -> None:
+    origin.add(_zeros(tmp_path, 9 * MiB), "nine-mib.bin")
+    run = run_job(origin.url("/files/nine-mib.bin"), "--tmp-limit", str(1024 * MiB),
+                  "--max-bytes", str(MiB))
+    document = assert_failed(run, "TooLarge", retryable=False)
+    assert f"more than the limit of {MiB} bytes" in document["error"]["message"]
+
+
+def _zeros(directory: Path, size: int) -> Path:
+    path = directory / f"zeros-{size}.bin"
+    path.write_bytes(bytes(size))
+    return path
+
+
+def test_a_temporary_volume_without_room_is_refused(
+    run_job: JobRunner, assert_failed: AssertFailed
+) -> None:
+    run = run_job("https://cdn.example/x.mp4", "--tmp-limit", str(64 * MiB))
+    document = assert_failed(run, "InvalidArgument", retryable=False)
+    assert "--tmp-limit" in document["error"]["message"]
 
 
 def test_drip_hits_the_deadline(

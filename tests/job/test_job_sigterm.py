@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pytest
+from mediaimport_dev.s3server import S3Server
 from support.jobrun import JobRunner, bucket_contents
 from support.media import MediaLibrary
 from support.origin import Origin
+from support.s3stall import StallingS3, is_upload_part
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -62,3 +65,45 @@ def test_sigterm_with_a_multipart_upload_in_flight_aborts_it(
     run = run_job.finish(process, workdir, result_file, timeout=60)
     assert_failed(run, "Terminated", retryable=True, exit_code=TERMINATED_EXIT)
     assert "aborted the multipart upload" in run.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_while_s3_stops_answering_ends_within_the_grace_period(
+    media: MediaLibrary,
+    origin: Origin,
+    run_job: JobRunner,
+    s3: S3Client,
+    s3_bucket: str,
+    s3_server: S3Server,
+) -> None:
+    """The media object's parts hang (S3 stops answering UploadPart) while the job waits for
+    the upload to complete; the thumbnail is already stored. SIGTERM comes and, as the
+    kubelet does, SIGKILL follows after the grace period. By then the job must have
+    aborted the upload, deleted the thumbnail and written its result document."""
+    grace = 12
+    origin.add(media.path("large.mov"), "grace.mov")
+    with StallingS3(s3_server.endpoint_url, is_upload_part) as stalling:
+        process, workdir, result_file = run_job.start(
+            origin.url("/files/grace.mov"),
+            env={"AWS_ENDPOINT_URL_S3": stalling.endpoint_url,
+                 "MEDIAIMPORT_GRACE_PERIOD": str(grace)},
+        )
+        wait_for(lambda: any(key.endswith("/thumbnail.jpg")
+                             for key in bucket_contents(s3, s3_bucket)[0]),
+                 "the thumbnail to be stored while the parts hang")
+        assert stalling.stalled, "no part upload was held"
+        assert bucket_contents(s3, s3_bucket)[1], "no multipart upload in progress"
+        process.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()  # the kubelet's SIGKILL at the end of the grace period
+        elapsed = time.monotonic() - sent
+        run = run_job.finish(process, workdir, result_file, timeout=30)
+    print(f"SIGTERM to exit: {elapsed:.2f} s (grace period {grace} s)")
+    assert run.returncode == TERMINATED_EXIT, (round(elapsed, 2), run.stderr[-3000:])
+    assert run.result["error"]["reason"] == "Terminated"
+    assert run.last_stdout_line == run.result_text
+    assert bucket_contents(s3, s3_bucket) == ([], [])
+    assert run.leftovers == []
