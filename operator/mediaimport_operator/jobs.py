@@ -74,6 +74,11 @@ def job_args(mi: MediaImport, settings: Settings) -> list[str]:
         "--thumbnail-width", str(spec.thumbnail.width),
         "--thumbnail-at", _number(spec.thumbnail.at),
         "--max-bytes", str(settings.max_bytes),
+        # What the /tmp volume holds: a larger file fails as TooLarge instead of
+        # filling the volume past its sizeLimit (an eviction, which the Job retries).
+        "--tmp-limit", str(settings.tmp_size_bytes),
+        # The job ends its cleanup after SIGTERM within the pod's grace period.
+        "--grace-period", str(settings.job_termination_grace_period_seconds),
         # Explicit although it is the job's default: runtimes (and the test node
         # agent) map this path, and the result must land exactly there.
         "--result-file", TERMINATION_MESSAGE_PATH,
@@ -93,11 +98,59 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
+def resources(settings: Settings) -> dict[str, dict[str, str]]:
+    """The container's ResourceRequirements: the defaults, then ``job_resources`` laid over
+    them (a null value removes an entry). The ephemeral-storage request is what the
+    import may write to /tmp, so the scheduler places the pod where that much fits."""
+    merged: dict[str, dict[str, str]] = {
+        "requests": {
+            "cpu": settings.cpu_request,
+            "memory": settings.memory_request,
+            "ephemeral-storage": settings.tmp_size,
+        },
+        "limits": {"cpu": settings.cpu_limit, "memory": settings.memory_limit},
+    }
+    for section, entries in settings.job_resources.items():
+        target = merged.setdefault(section, {})
+        for name, quantity in entries.items():
+            if quantity is None:
+                target.pop(name, None)
+            else:
+                target[name] = quantity
+    return {section: entries for section, entries in merged.items() if entries}
+
+
+def _pod_metadata(mi: MediaImport, settings: Settings) -> dict[str, Any]:
+    # The operator's labels win: it finds its pods and Jobs by them.
+    metadata: dict[str, Any] = {"labels": {**settings.job_pod_labels, **labels(mi)}}
+    if settings.job_pod_annotations:
+        metadata["annotations"] = dict(settings.job_pod_annotations)
+    return metadata
+
+
+def _scheduling(settings: Settings) -> dict[str, Any]:
+    """Where and how import pods are placed: only what the settings give."""
+    fields: dict[str, Any] = {
+        "nodeSelector": dict(settings.job_node_selector),
+        "tolerations": list(settings.job_tolerations),
+        "affinity": dict(settings.job_affinity),
+        "priorityClassName": settings.job_priority_class_name,
+        "imagePullSecrets": [{"name": name} for name in settings.job_image_pull_secrets],
+        "serviceAccountName": settings.job_service_account,
+    }
+    return {key: value for key, value in fields.items() if value}
+
+
 def build_job(mi: MediaImport, settings: Settings) -> dict[str, Any]:
     """The Job that imports ``mi``: least privilege, bounded in time, memory and disk."""
     job_labels = labels(mi)
+    # No Secret: the credentials come from the service account (IRSA, Workload Identity).
+    env_from = (
+        [{"secretRef": {"name": settings.s3_secret_name}}] if settings.s3_secret_name else []
+    )
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": settings.job_termination_grace_period_seconds,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": {
@@ -114,19 +167,12 @@ def build_job(mi: MediaImport, settings: Settings) -> dict[str, Any]:
                 "imagePullPolicy": settings.job_image_pull_policy,
                 "command": list(settings.job_command),
                 "args": job_args(mi, settings),
-                "envFrom": [{"secretRef": {"name": settings.s3_secret_name}}],
+                **({"envFrom": env_from} if env_from else {}),
                 "env": [
                     {"name": "TMPDIR", "value": "/tmp"},  # noqa: S108 - the emptyDir
                     *({"name": k, "value": v} for k, v in sorted(settings.job_extra_env.items())),
                 ],
-                "resources": {
-                    "requests": {
-                        "cpu": settings.cpu_request,
-                        "memory": settings.memory_request,
-                        "ephemeral-storage": "64Mi",
-                    },
-                    "limits": {"cpu": settings.cpu_limit, "memory": settings.memory_limit},
-                },
+                "resources": resources(settings),
                 "securityContext": {
                     "allowPrivilegeEscalation": False,
                     "readOnlyRootFilesystem": True,
@@ -142,10 +188,9 @@ def build_job(mi: MediaImport, settings: Settings) -> dict[str, Any]:
                 "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
             }
         ],
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": settings.tmp_size_limit}}],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": settings.tmp_size}}],
+        **_scheduling(settings),
     }
-    if settings.job_service_account:
-        pod_spec["serviceAccountName"] = settings.job_service_account
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -182,7 +227,7 @@ def build_job(mi: MediaImport, settings: Settings) -> dict[str, Any]:
                 ]
             },
             "template": {
-                "metadata": {"labels": job_labels},
+                "metadata": _pod_metadata(mi, settings),
                 "spec": pod_spec,
             },
         },

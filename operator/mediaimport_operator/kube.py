@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import ssl
 import time
 from collections.abc import Mapping
@@ -27,7 +28,15 @@ from .lanes import Lane, Lanes
 Json = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
 log = logging.getLogger(__name__)
-_SA_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+# Projected service account tokens rotate: the file is read again this often.
+TOKEN_REREAD_SECONDS = 60.0
+# The client's loaders write "bearer <token>" (in-cluster) or "Bearer <token>".
+_BEARER = re.compile(r"^\s*bearer\s+", re.IGNORECASE)
+
+
+def bearer_token(authorization: object) -> str:
+    """The token of an Authorization value, whatever the case of its scheme."""
+    return _BEARER.sub("", str(authorization or "")).strip()
 
 
 class ApiError(Exception):
@@ -56,17 +65,20 @@ class _Connection:
     token: str | None
     token_file: Path | None
     refresh: Any = None  # the kubernetes Configuration, when its token needs refreshing
+    read_at: float = 0.0  # when token_file was last read (time.monotonic)
 
 
 def _load_connection() -> _Connection:
     # The loaders only: slow to import, and used once.
     from kubernetes import client, config  # noqa: PLC0415
+    from kubernetes.config import incluster_config  # noqa: PLC0415
 
     cfg = client.Configuration()
     token_file: Path | None = None
     try:
         config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        token_file = _SA_TOKEN
+        # The file the loader read: the projected service account token.
+        token_file = Path(incluster_config.SERVICE_TOKEN_FILENAME)
     except config.ConfigException:
         config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
     context: ssl.SSLContext | bool
@@ -76,16 +88,14 @@ def _load_connection() -> _Connection:
         context = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
         if cfg.cert_file and cfg.key_file:
             context.load_cert_chain(cfg.cert_file, cfg.key_file)
-    token = None
     auth = cfg.api_key.get("authorization") or cfg.api_key.get("BearerToken")
-    if auth:
-        token = str(auth).removeprefix("Bearer ").strip()
     return _Connection(
         server=str(cfg.host).rstrip("/"),
         ssl_context=context,
-        token=token,
+        token=bearer_token(auth) or None,
         token_file=token_file,
         refresh=cfg if cfg.refresh_api_key_hook else None,
+        read_at=time.monotonic(),
     )
 
 
@@ -97,7 +107,6 @@ class Kube:
         # (measured in bench/operator_throughput.py: the API server is the bottleneck).
         self.lanes = Lanes(concurrency)
         self._session: aiohttp.ClientSession | None = None
-        self._token_read_at = 0.0
 
     async def close(self) -> None:
         if self._session is not None:
@@ -107,14 +116,13 @@ class Kube:
     def _headers(self) -> dict[str, str]:
         conn = self._conn
         now = time.monotonic()
-        # Projected service account tokens rotate: re-read the file every minute.
-        if conn.token_file is not None and now - self._token_read_at > 60:
-            conn.token = conn.token_file.read_text().strip()
-            self._token_read_at = now
+        if conn.token_file is not None:
+            if now - conn.read_at > TOKEN_REREAD_SECONDS:
+                conn.token = conn.token_file.read_text().strip() or conn.token
+                conn.read_at = now
         elif conn.refresh is not None:
             conn.refresh.refresh_api_key_hook(conn.refresh)
-            auth = conn.refresh.api_key.get("authorization") or ""
-            conn.token = str(auth).removeprefix("Bearer ").strip() or conn.token
+            conn.token = bearer_token(conn.refresh.api_key.get("authorization")) or conn.token
         headers = {"Accept": "application/json"}
         if conn.token:
             headers["Authorization"] = f"Bearer {conn.token}"

@@ -13,6 +13,8 @@ from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
+from mediaimport_job.urls import redact
+
 from .model import SUCCEEDED, MediaImport, MediaImportStatus, Phase, rfc3339
 
 RowStatus = Literal["uploading", "ready", "failed"]
@@ -70,7 +72,8 @@ def row_for(mi: MediaImport, status: MediaImportStatus | None = None) -> AssetRo
     status = status if status is not None else mi.status
     spec = mi.spec
     metadata: dict[str, Any] = dict(spec.metadata)
-    metadata["source_url"] = spec.url
+    # Signed URLs carry their secret in the query: the row keeps what the job's logs show.
+    metadata["source_url"] = redact(spec.url)
     metadata[IMPORT_KEY] = import_ref(mi)
     row_state = row_status(status.phase)
     result = status.result

@@ -7,14 +7,32 @@ mirror this list.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import socket
-from typing import Annotated, Literal
+from decimal import Decimal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .model import MediaType
+
+MiB = 1024 * 1024
+# Room in /tmp besides the download: the thumbnail (a JPEG of at most 4096 pixels
+# across) and ffmpeg's scratch files. The job keeps the same reserve (--tmp-limit).
+TMP_RESERVE_BYTES = 64 * MiB
+# The job needs a few seconds after SIGTERM to abort its upload and report.
+MIN_GRACE_PERIOD = 10
+RESOURCE_SECTIONS = ("requests", "limits")
+
+
+def parse_quantity(value: str) -> Decimal:
+    """A Kubernetes quantity ("20Gi", "500M", "1e3") as a number; ValueError if it is none."""
+    # The client's own parser, imported late: the kubernetes package is slow to import.
+    from kubernetes.utils.quantity import parse_quantity as parse  # noqa: PLC0415
+
+    return Decimal(parse(value))  # type: ignore[no-untyped-call]
 
 
 def _split_csv(value: object) -> object:
@@ -55,7 +73,9 @@ class Settings(BaseSettings):
         default="mediaimport-s3",
         description=(
             "Secret (in the import's namespace) with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
-            "AWS_REGION and optionally AWS_ENDPOINT_URL_S3, given to the Job as envFrom."
+            "AWS_REGION and optionally AWS_ENDPOINT_URL_S3, given to the Job as envFrom. "
+            "Empty: no Secret, the credentials come from the pod's service account "
+            "(IRSA, Workload Identity) and the region and endpoint from job_extra_env."
         ),
     )
     key_prefix_template: str = Field(
@@ -78,16 +98,62 @@ class Settings(BaseSettings):
             "(--allow-network); e.g. an internal CDN."
         ),
     )
-    cpu_request: str = "250m"
-    cpu_limit: str = "2"
-    memory_request: str = "256Mi"
-    memory_limit: str = "1Gi"
-    tmp_size_limit: str = Field(
-        default="20Gi",
-        description="sizeLimit of the Job's /tmp emptyDir (the download lands there).",
+    cpu_request: str = Field(default="250m", description="CPU request (see job_resources).")
+    cpu_limit: str = Field(default="2", description="CPU limit (see job_resources).")
+    memory_request: str = Field(default="256Mi", description="Memory request (job_resources).")
+    memory_limit: str = Field(default="1Gi", description="Memory limit (see job_resources).")
+    job_resources: dict[str, dict[str, str | None]] = Field(
+        default_factory=dict,
+        description=(
+            "The import container's resources as a Kubernetes ResourceRequirements, in JSON "
+            '({"requests": {...}, "limits": {...}}, any resource names), laid over the '
+            "defaults built from the cpu/memory settings and the ephemeral-storage request; "
+            'a null value removes that entry ({"limits": {"cpu": null}}: no CPU limit).'
+        ),
+    )
+    tmp_size_limit: str | None = Field(
+        default=None,
+        description=(
+            "sizeLimit of the Job's /tmp emptyDir, where the download lands; it is also the "
+            "pod's ephemeral-storage request. Default: max_bytes plus room for the thumbnail. "
+            "A file that cannot fit fails as TooLarge."
+        ),
     )
     job_service_account: str | None = Field(
         default=None, description="ServiceAccount for import pods (its token is never mounted)."
+    )
+    job_node_selector: dict[str, str] = Field(
+        default_factory=dict, description="nodeSelector of import pods (JSON object)."
+    )
+    job_tolerations: list[dict[str, Any]] = Field(
+        default_factory=list, description="tolerations of import pods (JSON list)."
+    )
+    job_affinity: dict[str, Any] = Field(
+        default_factory=dict, description="affinity of import pods (JSON object)."
+    )
+    job_priority_class_name: str | None = Field(
+        default=None, description="priorityClassName of import pods."
+    )
+    job_image_pull_secrets: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Names of Secrets (in the import's namespace) to pull the job image with.",
+    )
+    job_pod_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra labels of import pods (JSON object); the operator's own labels win.",
+    )
+    job_pod_annotations: dict[str, str] = Field(
+        default_factory=dict, description="Annotations of import pods (JSON object)."
+    )
+    job_termination_grace_period_seconds: int = Field(
+        default=60,
+        ge=MIN_GRACE_PERIOD,
+        le=3600,
+        description=(
+            "terminationGracePeriodSeconds of import pods. After SIGTERM (a cancellation, "
+            "the deadline, a drain) the job aborts its upload, deletes what it wrote and "
+            "writes its result within this period, less a margin."
+        ),
     )
     run_as_user: int = Field(default=10001, ge=1, description="UID of the import container.")
 
@@ -163,7 +229,9 @@ class Settings(BaseSettings):
         description="This replica's identity in the Lease (default: POD_NAME or host-pid).",
     )
 
-    @field_validator("namespaces", "job_command", "allowed_networks", mode="before")
+    @field_validator(
+        "namespaces", "job_command", "allowed_networks", "job_image_pull_secrets", mode="before"
+    )
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
@@ -172,6 +240,39 @@ class Settings(BaseSettings):
     @classmethod
     def _cidrs(cls, value: list[str]) -> list[str]:
         return [str(ipaddress.ip_network(item, strict=False)) for item in value]
+
+    @field_validator("tmp_size_limit")
+    @classmethod
+    def _tmp_size(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if parse_quantity(value) < TMP_RESERVE_BYTES + 1:
+            raise ValueError(f"tmp_size_limit {value!r} leaves no room: at least 65Mi")
+        return value.strip()
+
+    @field_validator("job_resources")
+    @classmethod
+    def _resources(
+        cls, value: dict[str, dict[str, str | None]]
+    ) -> dict[str, dict[str, str | None]]:
+        for section, entries in value.items():
+            if section not in RESOURCE_SECTIONS:
+                raise ValueError(f"job_resources: {section!r} is not one of requests, limits")
+            for quantity in entries.values():
+                if quantity is not None:
+                    parse_quantity(quantity)  # raises ValueError with the bad value
+        return value
+
+    @property
+    def tmp_size(self) -> str:
+        """The /tmp sizeLimit: the setting, or max_bytes plus the reserve in whole MiB."""
+        if self.tmp_size_limit:
+            return self.tmp_size_limit
+        return f"{math.ceil((self.max_bytes + TMP_RESERVE_BYTES) / MiB)}Mi"
+
+    @property
+    def tmp_size_bytes(self) -> int:
+        return int(parse_quantity(self.tmp_size))
 
     def deadline_for(self, media_type: MediaType | None) -> int:
         """activeDeadlineSeconds for a type; an undetected type gets video's (the longest)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -88,7 +89,8 @@ def test_job_manifest_shape(settings: Settings) -> None:
     assert container["resources"]["limits"]["memory"] == "1Gi"
     assert container["resources"]["requests"]["cpu"] == "250m"
     assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
-    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "20Gi"}}]
+    # max_bytes (10 GiB) plus 64 MiB for the thumbnail
+    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "10304Mi"}}]
     assert meta["annotations"]["mediaimport.dev/asset-id"] == ASSET
 
 
@@ -124,6 +126,9 @@ def test_args_from_spec_and_settings(settings: Settings) -> None:
     assert pairs["--thumbnail-at"] == "1.5"
     assert pairs["--allow-network"] == "10.1.0.0/16"
     assert pairs["--result-file"] == "/dev/termination-log"
+    assert pairs["--max-bytes"] == str(10 * 1024**3)
+    assert pairs["--tmp-limit"] == str(10304 * 1024**2)  # the /tmp sizeLimit in bytes
+    assert pairs["--grace-period"] == "60"  # the pod's terminationGracePeriodSeconds
 
 
 def test_asset_id_from_spec_goes_into_the_key(settings: Settings) -> None:
@@ -149,3 +154,124 @@ def test_settings_refuse_a_bad_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEDIAIMPORT_ALLOWED_NETWORKS", "not-a-network")
     with pytest.raises(ValueError, match="does not appear to be"):
         Settings()
+
+
+def test_ephemeral_storage_request_is_what_the_import_may_write(settings: Settings) -> None:
+    """The scheduler must reserve what /tmp may hold, or nodes over-pack and evict."""
+    for configured in ({}, {"tmp_size_limit": "40Mi"}, {"max_bytes": 1024**3}):
+        tuned = settings.model_copy(update=configured)
+        pod = build_job(MediaImport.from_body(mi_body()), tuned)["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        size_limit = pod["volumes"][0]["emptyDir"]["sizeLimit"]
+        assert container["resources"]["requests"]["ephemeral-storage"] == size_limit
+    assert size_limit == "1088Mi"  # 1 GiB + 64 MiB
+
+
+def test_pod_has_a_termination_grace_period(settings: Settings) -> None:
+    pod = build_job(MediaImport.from_body(mi_body()), settings)["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 60
+    tuned = settings.model_copy(update={"job_termination_grace_period_seconds": 120})
+    pod = build_job(MediaImport.from_body(mi_body()), tuned)["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 120
+
+
+def test_pod_placement_and_metadata_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    tolerations = [{"key": "media", "operator": "Exists", "effect": "NoSchedule"}]
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "disk", "operator": "In", "values": ["ssd"]}]}]}}}
+    monkeypatch.setenv("MEDIAIMPORT_JOB_NODE_SELECTOR", '{"pool": "media"}')
+    monkeypatch.setenv("MEDIAIMPORT_JOB_TOLERATIONS", json.dumps(tolerations))
+    monkeypatch.setenv("MEDIAIMPORT_JOB_AFFINITY", json.dumps(affinity))
+    monkeypatch.setenv("MEDIAIMPORT_JOB_PRIORITY_CLASS_NAME", "batch-low")
+    monkeypatch.setenv("MEDIAIMPORT_JOB_IMAGE_PULL_SECRETS", "regcred, mirror")
+    monkeypatch.setenv(
+        "MEDIAIMPORT_JOB_POD_LABELS",
+        '{"team": "media", "app.kubernetes.io/managed-by": "someone-else"}',
+    )
+    monkeypatch.setenv("MEDIAIMPORT_JOB_POD_ANNOTATIONS", '{"cost-center": "42"}')
+    monkeypatch.setenv("MEDIAIMPORT_JOB_SERVICE_ACCOUNT", "importer")
+    job = build_job(MediaImport.from_body(mi_body()), Settings())
+    template = job["spec"]["template"]
+    pod = template["spec"]
+    assert pod["nodeSelector"] == {"pool": "media"}
+    assert pod["tolerations"] == tolerations
+    assert pod["affinity"] == affinity
+    assert pod["priorityClassName"] == "batch-low"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+    assert pod["serviceAccountName"] == "importer"
+    assert pod["automountServiceAccountToken"] is False
+    # Extra labels are added; the operator's own (which it selects its Jobs by) win.
+    assert template["metadata"]["labels"] == {**job["metadata"]["labels"], "team": "media"}
+    assert template["metadata"]["labels"]["app.kubernetes.io/managed-by"] == (
+        "mediaimport-operator"
+    )
+    assert template["metadata"]["annotations"] == {"cost-center": "42"}
+    # The Job object itself keeps only the operator's labels.
+    assert "team" not in job["metadata"]["labels"]
+
+
+def test_pod_placement_fields_are_absent_by_default(settings: Settings) -> None:
+    job = build_job(MediaImport.from_body(mi_body()), settings)
+    pod = job["spec"]["template"]["spec"]
+    for absent in ("nodeSelector", "tolerations", "affinity", "priorityClassName",
+                   "imagePullSecrets", "serviceAccountName"):
+        assert absent not in pod
+    assert "annotations" not in job["spec"]["template"]["metadata"]
+
+
+def test_resources_are_laid_over_the_defaults_and_null_removes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MEDIAIMPORT_MEMORY_LIMIT", "2Gi")  # the older setting still counts
+    monkeypatch.setenv(
+        "MEDIAIMPORT_JOB_RESOURCES",
+        json.dumps({
+            "requests": {"cpu": "1", "nvidia.com/gpu": "1"},
+            "limits": {"cpu": None, "nvidia.com/gpu": "1", "ephemeral-storage": "12Gi"},
+        }),
+    )
+    job = build_job(MediaImport.from_body(mi_body()), Settings())
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["resources"] == {
+        "requests": {"cpu": "1", "memory": "256Mi", "ephemeral-storage": "10304Mi",
+                     "nvidia.com/gpu": "1"},
+        "limits": {"memory": "2Gi", "nvidia.com/gpu": "1", "ephemeral-storage": "12Gi"},
+    }
+
+
+def test_resources_with_every_limit_removed_leave_no_limits_section(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MEDIAIMPORT_JOB_RESOURCES",
+                       '{"limits": {"cpu": null, "memory": null}}')
+    job = build_job(MediaImport.from_body(mi_body()), Settings())
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert set(container["resources"]) == {"requests"}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("MEDIAIMPORT_JOB_RESOURCES", '{"request": {"cpu": "1"}}', "not one of requests"),
+        ("MEDIAIMPORT_JOB_RESOURCES", '{"limits": {"cpu": "lots"}}', "lots"),
+        ("MEDIAIMPORT_JOB_TOLERATIONS", '{"key": "x"}', "list"),
+        ("MEDIAIMPORT_TMP_SIZE_LIMIT", "10Mi", "no room"),
+        ("MEDIAIMPORT_TMP_SIZE_LIMIT", "huge", "huge"),
+        ("MEDIAIMPORT_JOB_TERMINATION_GRACE_PERIOD_SECONDS", "3", "greater than or equal"),
+    ],
+)
+def test_settings_refuse_bad_pod_settings(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=message):
+        Settings()
+
+
+def test_empty_s3_secret_name_means_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Credentials from the service account (IRSA, Workload Identity): no envFrom at all."""
+    monkeypatch.setenv("MEDIAIMPORT_S3_SECRET_NAME", "")
+    job = build_job(MediaImport.from_body(mi_body()), Settings())
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert "envFrom" not in container

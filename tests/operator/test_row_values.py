@@ -39,6 +39,8 @@ def test_uploading_row_on_creation() -> None:
     assert row.file_metadata["aiGenerated"] is True
     # The operator's keys win over user keys of the same name.
     assert row.file_metadata["source_url"].startswith("https://replicate.delivery/")
+    # The signed URL's query token is not stored (the job's logs leave it out too).
+    assert row.file_metadata["source_url"] == "https://replicate.delivery/pbxt/abc/out.mp4"
     assert row.file_metadata["mediaimport"] == {"namespace": "media", "name": "sunset",
                                                 "uid": UID}
     assert row.import_uid == UID
