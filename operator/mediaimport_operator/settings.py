@@ -65,7 +65,8 @@ class Settings(BaseSettings):
         default_factory=dict,
         description=(
             "Extra environment of the import container, as JSON (e.g. the job's "
-            'MEDIAIMPORT_RETRIES or HTTPS_PROXY): {"NAME": "value"}.'
+            "MEDIAIMPORT_RETRIES or MEDIAIMPORT_DOWNLOAD_PROXY; HTTPS_PROXY and NO_PROXY "
+            'reach only its S3 client, never the download): {"NAME": "value"}.'
         ),
     )
     bucket: str = Field(default="mediaimport", description="S3 bucket the media is stored in.")
