@@ -140,6 +140,7 @@ def test_operator_settings_of_the_import_jobs() -> None:
         "HTTPS_PROXY": "http://proxy.acme.example:3128", "AWS_REGION": "eu-west-1"}
     assert e["MEDIAIMPORT_JOB_TERMINATION_GRACE_PERIOD_SECONDS"] == "60"
     assert e["MEDIAIMPORT_BACKOFF_LIMIT"] == "5"
+    assert e["MEDIAIMPORT_TMP_SIZE_LIMIT"] == "40Gi"
     assert e["MEDIAIMPORT_MAX_BYTES"] == "10737418240"
     assert e["MEDIAIMPORT_ALLOWED_NETWORKS"] == "10.20.0.0/16,fd00:20::/64"
 
@@ -148,8 +149,10 @@ def test_null_cpu_limit_from_the_command_line() -> None:
     e = env(only(render(sets=["job.resources.limits.cpu=null"]), "Deployment",
                  "mediaimport-operator"))
     resources = json.loads(e["MEDIAIMPORT_JOB_RESOURCES"])
-    assert resources["limits"] == {"cpu": None, "memory": "1Gi", "ephemeral-storage": None}
-    assert resources["requests"] == {"cpu": "250m", "memory": "256Mi", "ephemeral-storage": "64Mi"}
+    assert resources["limits"] == {"cpu": None, "memory": "1Gi"}
+    # No ephemeral-storage entry: the operator requests the /tmp size itself.
+    assert resources["requests"] == {"cpu": "250m", "memory": "256Mi"}
+    assert "MEDIAIMPORT_TMP_SIZE_LIMIT" not in e  # the operator sizes /tmp from maxBytes
 
 
 def test_extras_of_the_operator_and_api_pods() -> None:
@@ -369,6 +372,7 @@ def test_api_namespace_outside_the_watched_ones_is_refused() -> None:
     ("allowedNetworks={example.com}", "allowedNetworks"),
     ("job.resources.requests.memory=lots", "memory"),
     ("job.tmpSizeLimit=20GB", "tmpSizeLimit"),
+    ("job.terminationGracePeriodSeconds=5", "terminationGracePeriodSeconds"),
     ("operator.image.digest=sha256:abc", "digest"),
     ("api.podDisruptionBudget.minAvailable=1,api.podDisruptionBudget.maxUnavailable=1",
      "podDisruptionBudget"),

@@ -102,14 +102,15 @@ imagePullSecrets:
 {{- end }}
 
 {{/*
-Resources of the import container as the operator's MEDIAIMPORT_JOB_RESOURCES JSON.
-Helm drops a key set to null from the merged values, so the usual keys missing here
-are sent as explicit nulls: "limits.cpu: null" in a values file means no CPU limit,
-not the operator's default.
+Resources of the import container as the operator's MEDIAIMPORT_JOB_RESOURCES JSON,
+laid over the operator's defaults. Helm drops a key set to null from the merged values,
+so a CPU or memory entry missing here (the chart has defaults for all four) was removed
+by the user and is sent as an explicit null: "limits.cpu: null" means no CPU limit, not
+the operator's default.
 */}}
 {{- define "mediaimport.job.resources" -}}
-{{- $requests := dict "cpu" nil "memory" nil "ephemeral-storage" nil }}
-{{- $limits := dict "cpu" nil "memory" nil "ephemeral-storage" nil }}
+{{- $requests := dict "cpu" nil "memory" nil }}
+{{- $limits := dict "cpu" nil "memory" nil }}
 {{- $given := .Values.job.resources | default dict }}
 {{- range $key, $value := ($given.requests | default dict) }}{{ $_ := set $requests $key $value }}{{ end }}
 {{- range $key, $value := ($given.limits | default dict) }}{{ $_ := set $limits $key $value }}{{ end }}
