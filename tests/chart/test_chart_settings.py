@@ -1,0 +1,105 @@
+"""What the chart renders is what the operator reads: every MEDIAIMPORT_* variable of the
+operator's Deployment is one of its settings and parses, and the import Job the operator
+builds from those settings carries the chart's values."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from mediaimport_operator.jobs import build_job
+from mediaimport_operator.model import MediaImport
+from mediaimport_operator.settings import Settings
+from support.chart import CHART, SCENARIOS, env, only, render
+
+PREFIX = "MEDIAIMPORT_"
+CI = CHART / "ci"
+
+
+def _mi() -> MediaImport:
+    return MediaImport.from_body({
+        "apiVersion": "mediaimport.dev/v1alpha1", "kind": "MediaImport",
+        "metadata": {"name": "clip", "namespace": "media", "generation": 1,
+                     "uid": "6f1c2a52-3b7e-4f0e-9d1a-2b8f5c7e9a01", "resourceVersion": "1"},
+        "spec": {"url": "https://example.com/clip.mp4", "userId": "user-1"},
+    })
+
+
+ReadSettings = Callable[[list[Path]], Settings]
+
+
+@pytest.fixture
+def chart_settings(monkeypatch: pytest.MonkeyPatch) -> ReadSettings:
+    """A function: values files -> the operator's Settings read from the rendered env."""
+
+    def read(values: list[Path]) -> Settings:
+        rendered = env(only(render(values), "Deployment", "mediaimport-operator"))
+        for name in [n for n in os.environ if n.startswith(PREFIX)]:
+            monkeypatch.delenv(name)
+        for name, value in rendered.items():
+            if isinstance(value, str):
+                monkeypatch.setenv(name, value)
+            elif name == f"{PREFIX}DATABASE_URL":  # a secretKeyRef: any URL will do here
+                monkeypatch.setenv(name, "postgresql://user@db/media")
+        return Settings()
+
+    return read
+
+
+@pytest.mark.parametrize("values", [None, *SCENARIOS], ids=lambda v: v.name if v else "defaults")
+def test_every_variable_the_chart_sets_is_a_setting(values: Path | None) -> None:
+    rendered = env(only(render([values] if values else []), "Deployment",
+                        "mediaimport-operator"))
+    known = {f"{PREFIX}{name.upper()}" for name in Settings.model_fields}
+    unknown = sorted(n for n in rendered if n.startswith(PREFIX) and n not in known)
+    assert unknown == [], "the chart sets variables the operator does not read"
+
+
+def test_the_import_job_carries_the_charts_values(chart_settings: ReadSettings) -> None:
+    settings = chart_settings([CI / "production-values.yaml"])
+    job = build_job(_mi(), settings)
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert job["spec"]["backoffLimit"] == 5
+    assert container["image"].startswith("registry.acme.example/mediaimport/mediaimport-job:")
+    assert container["imagePullPolicy"] == "Always"
+    assert pod["serviceAccountName"] == "mediaimport-job"
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["nodeSelector"] == {"workload": "media"}
+    assert pod["tolerations"] == [{"key": "media", "operator": "Exists", "effect": "NoSchedule"}]
+    assert "nodeAffinity" in pod["affinity"]
+    assert pod["priorityClassName"] == "batch-low"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "regcred-2"}]
+    assert pod["terminationGracePeriodSeconds"] == 60
+    assert job["spec"]["template"]["metadata"]["labels"]["cost-center"] == "media-imports"
+    assert job["spec"]["template"]["metadata"]["annotations"] == {
+        "karpenter.sh/do-not-disrupt": "true"}
+    assert container["resources"] == {
+        "requests": {"cpu": "500m", "memory": "512Mi", "ephemeral-storage": "30Gi"},
+        "limits": {"memory": "2Gi", "ephemeral-storage": "40Gi"},  # limits.cpu: null
+    }
+    extra = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert extra["HTTPS_PROXY"] == "http://proxy.acme.example:3128"
+    assert extra["AWS_REGION"] == "eu-west-1"
+    tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
+    assert tmp["emptyDir"]["sizeLimit"] == "40Gi"
+
+
+def test_irsa_jobs_get_no_secret(chart_settings: ReadSettings) -> None:
+    settings = chart_settings([CI / "irsa-values.yaml"])
+    (container,) = build_job(_mi(), settings)["spec"]["template"]["spec"]["containers"]
+    assert "envFrom" not in container
+    assert settings.job_service_account == "mediaimport-job"
+
+
+def test_defaults_leave_the_operators_sizing_alone(chart_settings: ReadSettings) -> None:
+    settings = chart_settings([])
+    job = build_job(_mi(), settings)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["envFrom"] == [{"secretRef": {"name": "mediaimport-s3"}}]
+    assert container["resources"]["limits"] == {"cpu": "2", "memory": "1Gi"}
+    # The ephemeral-storage request is the /tmp size the operator derives from maxBytes.
+    tmp = next(v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "tmp")
+    assert container["resources"]["requests"]["ephemeral-storage"] == tmp["emptyDir"]["sizeLimit"]
