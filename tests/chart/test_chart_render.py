@@ -137,7 +137,7 @@ def test_operator_settings_of_the_import_jobs() -> None:
         "limits": {"cpu": None, "memory": "2Gi", "ephemeral-storage": "40Gi"},
     }
     assert json.loads(e["MEDIAIMPORT_JOB_EXTRA_ENV"]) == {
-        "HTTPS_PROXY": "http://proxy.acme.example:3128", "AWS_REGION": "eu-west-1"}
+        "MEDIAIMPORT_DOWNLOAD_PROXY": "http://proxy.acme.example:3128", "AWS_REGION": "eu-west-1"}
     assert e["MEDIAIMPORT_JOB_TERMINATION_GRACE_PERIOD_SECONDS"] == "60"
     assert e["MEDIAIMPORT_BACKOFF_LIMIT"] == "5"
     assert e["MEDIAIMPORT_TMP_SIZE_LIMIT"] == "40Gi"

@@ -81,7 +81,7 @@ def test_the_import_job_carries_the_charts_values(chart_settings: ReadSettings) 
         "limits": {"memory": "2Gi", "ephemeral-storage": "40Gi"},  # limits.cpu: null
     }
     extra = {e["name"]: e["value"] for e in container["env"] if "value" in e}
-    assert extra["HTTPS_PROXY"] == "http://proxy.acme.example:3128"
+    assert extra["MEDIAIMPORT_DOWNLOAD_PROXY"] == "http://proxy.acme.example:3128"
     assert extra["AWS_REGION"] == "eu-west-1"
     tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
     assert tmp["emptyDir"]["sizeLimit"] == "40Gi"
