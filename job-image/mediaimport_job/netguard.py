@@ -120,6 +120,30 @@ def blocked_reason(address: IPAddress) -> str | None:
     return None
 
 
+_NUMERIC_HOST = frozenset("0123456789abcdefxABCDEFX.")
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The address a URL's host names without any DNS lookup, or None for a host name.
+
+    Besides IPv4 and IPv6 literals (brackets and zone index allowed), the legacy
+    IPv4 spellings that ``getaddrinfo`` also turns into addresses count:
+    ``127.1``, ``2130706433``, ``0x7f000001``, ``0177.0.0.1``. The API checks these
+    before it accepts a URL; the job checks every resolved address anyway.
+    """
+    text = host.strip().removeprefix("[").removesuffix("]").split("%", 1)[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    if text[:1].isdigit() and set(text) <= _NUMERIC_HOST:
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(text))
+        except OSError:
+            return None
+    return None
+
+
 def parse_network(text: str) -> IPNetwork:
     """A CIDR (or a bare address, meaning /32 or /128) for ``--allow-network``."""
     return ipaddress.ip_network(text.strip(), strict=False)
@@ -270,5 +294,6 @@ __all__ = [
     "GuardedPoolManager",
     "blocked_reason",
     "embedded_ipv4",
+    "literal_address",
     "parse_network",
 ]

@@ -19,7 +19,7 @@ import importlib.resources
 import logging
 import re
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -97,6 +97,31 @@ RETURNING a.status
 """
 
 
+def row_params(row: AssetRow) -> dict[str, Any]:
+    """The upsert's parameters for ``row``."""
+    return {
+        "id": row.id,
+        "user_id": row.user_id,
+        "name": row.name,
+        "file_size": row.file_size,
+        "file_type": row.file_type,
+        "s3_key": row.s3_key,
+        "thumbnail_s3_key": row.thumbnail_s3_key,
+        "status": row.status,
+        "checksum": row.checksum,
+        "file_metadata": Jsonb(row.file_metadata or {}),
+    }
+
+
+async def upsert_on(conn: psycopg.AsyncConnection[Any], row: AssetRow) -> bool:
+    """The upsert on a connection the caller holds (e.g. inside its transaction).
+
+    True when written; False when refused (a terminal row, or another's id).
+    """
+    cursor = await conn.execute(_UPSERT, row_params(row))
+    return await cursor.fetchone() is not None
+
+
 class Database:
     """A pool of connections to one Postgres database, opened lazily."""
 
@@ -140,6 +165,11 @@ class Database:
         except (PoolTimeout, psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise DatabaseUnavailable(str(exc).strip() or type(exc).__name__) from exc
 
+    def connection(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        """A pooled connection (autocommit; ``conn.transaction()`` for more than one
+        statement); DatabaseUnavailable when Postgres cannot be reached."""
+        return self._connection()
+
     async def ensure_schema(self) -> list[str]:
         """Apply pending migrations (once per process); the names of those applied."""
         if self._migrated:
@@ -180,21 +210,8 @@ class Database:
     async def upsert(self, row: AssetRow) -> UpsertOutcome:
         """Write ``row`` unless that would regress a terminal row or take another's id."""
         await self.ensure_schema()
-        params = {
-            "id": row.id,
-            "user_id": row.user_id,
-            "name": row.name,
-            "file_size": row.file_size,
-            "file_type": row.file_type,
-            "s3_key": row.s3_key,
-            "thumbnail_s3_key": row.thumbnail_s3_key,
-            "status": row.status,
-            "checksum": row.checksum,
-            "file_metadata": Jsonb(row.file_metadata or {}),
-        }
         async with self._connection() as conn:
-            cursor = await conn.execute(_UPSERT, params)
-            if await cursor.fetchone() is not None:
+            if await upsert_on(conn, row):
                 return UpsertOutcome.WRITTEN
             existing = await self._owner(conn, row.id)
         if existing is None:  # pragma: no cover - deleted between the statements
@@ -262,4 +279,11 @@ class Database:
                 conn.row_factory = psycopg.rows.tuple_row
 
 
-__all__ = ["IMPORT_KEY", "Database", "DatabaseUnavailable", "UpsertOutcome"]
+__all__ = [
+    "IMPORT_KEY",
+    "Database",
+    "DatabaseUnavailable",
+    "UpsertOutcome",
+    "row_params",
+    "upsert_on",
+]

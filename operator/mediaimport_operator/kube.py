@@ -16,7 +16,7 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,6 +200,37 @@ class Kube:
         if existing is None:  # deleted in between: let the caller try again
             raise ApiError("POST", path, 409, "AlreadyExists, then gone")
         return existing, False
+
+    async def watch(
+        self, path: str, *, resource_version: str, timeout_seconds: int = 300
+    ) -> AsyncIterator[Json]:
+        """Watch events (``{"type", "object"}``) of a collection after ``resource_version``,
+        bookmarks included, until the server ends the watch (after ``timeout_seconds``).
+
+        Not through the lanes: a watch holds its connection for minutes. An ``ERROR``
+        event (e.g. 410 Gone: the version is too old) is yielded like any other.
+        """
+        params = {
+            "watch": "1",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_seconds + 30)
+        async with self._get_session().get(
+            self._conn.server + path, params=params, headers=self._headers(), timeout=timeout
+        ) as response:
+            if response.status >= 300:
+                await self._answer("GET", path, response)
+            pending = b""
+            async for chunk in response.content.iter_any():
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        event = json.loads(line)
+                        if isinstance(event, dict):
+                            yield event
 
     async def merge_patch(self, path: str, patch: Json) -> Json:
         return await self.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
