@@ -1,0 +1,55 @@
+"""What routes depend on: the caller, and the process's shared services."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from mediaimport_job.netguard import AddressPolicy
+from mediaimport_operator.db import Database
+from mediaimport_operator.kube import Kube
+
+from .auth import TokenStore
+from .errors import ApiProblem
+from .imports import Imports
+from .presign import Presigner
+from .settings import Settings
+from .watch import ImportWatch
+
+
+@dataclass
+class Services:
+    settings: Settings
+    kube: Kube
+    db: Database
+    tokens: TokenStore
+    watch: ImportWatch
+    imports: Imports
+    presigner: Presigner
+    policy: AddressPolicy
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+# Documents the scheme in OpenAPI; the check itself ran in AuthMiddleware, first.
+_bearer = HTTPBearer(auto_error=False, description="A token from the API's tokens file.")
+
+
+def current_user(
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+) -> str:
+    user = getattr(request.state, "user", None)
+    if not isinstance(user, str):  # only if a route escaped the middleware's prefix
+        raise ApiProblem(401, "unauthorized", "A bearer token is required.",
+                         headers={"WWW-Authenticate": 'Bearer realm="mediaimport"'})
+    return user
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+UserDep = Annotated[str, Depends(current_user)]

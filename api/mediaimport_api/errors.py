@@ -1,0 +1,143 @@
+"""One error body for every 4xx and 5xx: ``{"error": {"code", "message", "details"?}}``.
+
+FastAPI's and Starlette's own shapes (``{"detail": ...}``) are replaced by the
+handlers installed here; middleware answers through ``error_response`` too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="A stable, machine-readable code, e.g. 'validation_failed'.")
+    message: str = Field(description="A sentence for people.")
+    details: Any | None = Field(default=None, description="More about the error, per code.")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class ApiProblem(Exception):  # noqa: N818 - answered to the client, not a bug
+    """Raised anywhere in a request: answered as the one error shape."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        details: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.headers = dict(headers or {})
+
+
+# Codes for the statuses Starlette raises by itself (routing, methods).
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_failed",
+    500: "internal",
+    503: "unavailable",
+}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    details: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return JSONResponse({"error": body}, status_code=status, headers=dict(headers or {}))
+
+
+def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """pydantic's errors without the offending input (it may be huge or not JSON)."""
+    return [
+        {
+            "loc": [str(part) for part in error.get("loc", ())],
+            "message": str(error.get("msg", "")),
+            "type": str(error.get("type", "")),
+        }
+        for error in errors
+    ]
+
+
+def _first_message(details: list[dict[str, Any]]) -> str:
+    if not details:
+        return "The request is not valid."
+    first = details[0]
+    where = ".".join(part for part in first["loc"] if part not in ("body", "query", "path"))
+    return f"{where}: {first['message']}" if where else first["message"]
+
+
+def install(app: FastAPI) -> None:
+    async def problem(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiProblem)
+        return error_response(exc.status, exc.code, exc.message, details=exc.details,
+                              headers=exc.headers)
+
+    async def invalid(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        details = validation_details(exc.errors())
+        return error_response(422, "validation_failed", _first_message(details),
+                              details=details)
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        status = exc.status_code
+        message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
+        if status == 400:
+            # FastAPI's answer to a body it cannot decode (e.g. not UTF-8): a body problem
+            # like any other malformed JSON.
+            status, message = 422, "The body is not valid JSON."
+        if status == 404 and message == "Not Found":
+            message = "No such resource."
+        return error_response(status, _CODES.get(status, f"http_{status}"), message,
+                              headers=exc.headers)
+
+    async def crash(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", extra={"path": request.url.path}, exc_info=exc)
+        return error_response(500, "internal", "An internal error occurred.")
+
+    app.add_exception_handler(ApiProblem, problem)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, crash)
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route can answer."""
+    return {
+        status: {"model": ErrorBody, "description": HTTPStatus(status).phrase}
+        for status in statuses
+    }

@@ -1,0 +1,115 @@
+"""The API's settings, read from MEDIAIMPORT_API_* environment variables.
+
+Every field is documented here once; docs/api.md and the chart's values mirror
+this list. S3 credentials, region and the cluster-side endpoint come from the
+standard AWS_* variables (as for the operator and the job).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
+
+
+def _default_namespace() -> str:
+    return os.environ.get("POD_NAMESPACE") or "default"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MEDIAIMPORT_API_", frozen=True, extra="ignore")
+
+    namespace: str = Field(
+        default_factory=_default_namespace,
+        description="Namespace the MediaImports are created in (default: POD_NAMESPACE, "
+        "else 'default').",
+    )
+    tokens_file: Path | None = Field(
+        default=None,
+        description="File of bearer tokens, one '<sha256 hex of the token> <user-id>' per line "
+        "('#' comments and blank lines ignored); re-read when it changes. Unset: every "
+        "authenticated request is refused.",
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="The Standard Webhooks secret ('whsec_...') Replicate signs deliveries "
+        "with. Unset: the webhook endpoints answer 503.",
+    )
+    context_signing_key: SecretStr | None = Field(
+        default=None,
+        description="Key that signs the context of issued webhook URLs (at least 32 "
+        "characters). Unset: the webhook endpoints answer 503.",
+    )
+    allowed_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated CIDRs that source URLs may point at besides public "
+        "addresses (the operator's MEDIAIMPORT_ALLOWED_NETWORKS).",
+    )
+    public_base_url: str | None = Field(
+        default=None,
+        description="The URL clients and Replicate reach this API by (e.g. "
+        "https://media.example.com); issued webhook URLs start with it. Unset: the "
+        "request's own address.",
+    )
+    database_url: str | None = Field(
+        default=None, description="Postgres URL of the media_assets table (required)."
+    )
+    database_pool_size: int = Field(
+        default=32, ge=1, le=256, description="Postgres connections of one API process."
+    )
+    bucket: str = Field(default="mediaimport", description="The S3 bucket of the media.")
+    s3_public_endpoint: str | None = Field(
+        default=None,
+        description="S3 endpoint used in presigned URLs (clients may reach S3 by another "
+        "address than the cluster). Unset: AWS_ENDPOINT_URL_S3, else AWS's own.",
+    )
+    image_wait_seconds: float = Field(
+        default=30.0, ge=0, le=60,
+        description="How long an image import waits for its result before answering 202.",
+    )
+    host: str = "0.0.0.0"  # noqa: S104 - the pod's port is reached from outside the pod
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    @field_validator("allowed_networks", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        return [str(ipaddress.ip_network(item, strict=False)) for item in value]
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(WEBHOOK_SECRET_PREFIX):
+            raise ValueError(f"the webhook secret must start with {WEBHOOK_SECRET_PREFIX!r}")
+        return value
+
+    @field_validator("context_signing_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("the context signing key must be at least 32 characters")
+        return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("the public base URL must start with http:// or https://")
+        return value

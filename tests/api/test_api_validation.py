@@ -1,0 +1,101 @@
+"""Import requests: URL, address guard, name, type and metadata rules (pure)."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import pytest
+from mediaimport_api.validation import (
+    ImportRequest,
+    SourceUrlError,
+    checked,
+    policy_for,
+)
+from mediaimport_job.filenames import sanitize
+from mediaimport_job.netguard import literal_address
+from pydantic import ValidationError
+
+OPEN = policy_for([])
+
+
+def request(**fields: Any) -> ImportRequest:
+    return ImportRequest.model_validate({"url": "https://cdn.test/v.mp4", **fields})
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://cdn.test/v.mp4", "file:///etc/passwd", "javascript:alert(1)", "https://",
+     "https://cdn.test/a b.mp4", "cdn.test/v.mp4", "https://cdn.test:99999/v.mp4",
+     "https://cdn.test/" + "a" * 4096, "gopher://x/"],
+)
+def test_urls_that_are_not_http_are_refused(url: str) -> None:
+    with pytest.raises(ValidationError):
+        request(url=url)
+
+
+def test_the_scheme_is_lowered() -> None:
+    assert request(url="HTTPS://cdn.test/v.mp4").url == "https://cdn.test/v.mp4"
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", "[::1]", "10.1.2.3", "169.254.169.254", "[::ffff:127.0.0.1]", "0.0.0.0",
+     "2130706433", "0x7f000001", "127.1", "0177.0.0.1", "[fd00::1]", "100.64.0.1"],
+)
+def test_literal_private_addresses_are_refused_by_the_jobs_guard(host: str) -> None:
+    with pytest.raises(SourceUrlError, match="refused"):
+        checked(request(url=f"http://{host}/v.mp4"), OPEN)
+
+
+def test_allowed_networks_open_their_addresses() -> None:
+    policy = policy_for(["127.0.0.2/32"])
+    assert checked(request(url="http://127.0.0.2:8080/v.mp4"), policy).url
+    with pytest.raises(SourceUrlError):
+        checked(request(url="http://127.0.0.3/v.mp4"), policy)
+
+
+def test_host_names_are_left_to_the_job() -> None:
+    # Not resolved here: the job resolves and checks every address itself.
+    assert checked(request(url="http://localhost.test/v.mp4"), OPEN).url
+
+
+def test_literal_address_parses_the_forms_getaddrinfo_accepts() -> None:
+    assert literal_address("127.1") == ipaddress.ip_address("127.0.0.1")
+    assert literal_address("[::1]") == ipaddress.ip_address("::1")
+    assert literal_address("cdn.test") is None
+    assert literal_address("1e100.net") is None
+
+
+@pytest.mark.parametrize(
+    "name", ["../../etc/passwd", "evil\u202egpj.exe", "  spaced   out .mp4", "thumbnail.jpg",
+             "a" * 250 + ".mp4", "ok.mp4"],
+)
+def test_names_are_sanitised_as_the_job_does(name: str) -> None:
+    assert request(name=name).name == sanitize(name)
+
+
+@pytest.mark.parametrize("name", ["...", "///", "\u202e", ""])
+def test_names_without_usable_characters_are_refused(name: str) -> None:
+    with pytest.raises(ValidationError, match="usable"):
+        request(name=name)
+
+
+def test_type_is_an_enum() -> None:
+    assert request(type="image").type == "image"
+    with pytest.raises(ValidationError):
+        request(type="document")
+
+
+def test_metadata_limits() -> None:
+    assert request(metadata={f"k{i}": i for i in range(64)}).metadata
+    with pytest.raises(ValidationError, match="64 keys"):
+        request(metadata={f"k{i}": i for i in range(65)})
+    with pytest.raises(ValidationError, match="16 KiB"):
+        request(metadata={"prompt": "x" * 16 * 1024})
+
+
+def test_display_name_and_guessed_type() -> None:
+    source = checked(request(url="https://cdn.test/dir/clip%20one.MOV"), OPEN)
+    assert (source.display_name, source.guessed_type) == ("clip one.MOV", "video")
+    assert checked(request(url="https://cdn.test/"), OPEN).display_name == "media"
