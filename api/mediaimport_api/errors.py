@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from mediaimport_operator.db import DatabaseUnavailable
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -125,6 +126,11 @@ def install(app: FastAPI) -> None:
         return error_response(status, _CODES.get(status, f"http_{status}"), message,
                               headers=exc.headers)
 
+    async def database_down(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable", extra={"error": str(exc)})
+        return error_response(503, "unavailable", "The database is unavailable; retry.",
+                              headers={"Retry-After": "1"})
+
     async def crash(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", extra={"path": request.url.path}, exc_info=exc)
         return error_response(500, "internal", "An internal error occurred.")
@@ -132,6 +138,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiProblem, problem)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(DatabaseUnavailable, database_down)
     app.add_exception_handler(Exception, crash)
 
 

@@ -103,13 +103,19 @@ class Imports:
         created: Json | None = None
         held: KeyRecord | None = None
         try:
-            async with self.db.connection() as conn, conn.transaction():
-                if key is not None:
-                    record = KeyRecord(fingerprint(source.fingerprint()), asset_id, name)
-                    held = await claim_key(conn, user, key, record)
-                if held is None:
-                    created = await self._create(body)
+            if key is None:
+                created = await self._create(body)
+                async with self.db.connection() as conn, conn.transaction():
                     row = await self._record(conn, created, user)
+            else:
+                # The key's claim, the MediaImport and the row in one transaction: a
+                # concurrent request with the same key waits here for its outcome.
+                record = KeyRecord(fingerprint(source.fingerprint()), asset_id, name)
+                async with self.db.connection() as conn, conn.transaction():
+                    held = await claim_key(conn, user, key, record)
+                    if held is None:
+                        created = await self._create(body)
+                        row = await self._record(conn, created, user)
         except BaseException:
             if created is not None:
                 await asyncio.shield(self._delete_quietly(created))

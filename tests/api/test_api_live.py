@@ -47,6 +47,15 @@ def ws_messages(world: LiveWorld, user: str, name: str) -> list[dict[str, Any]]:
     return messages
 
 
+def diagnose(world: LiveWorld, answer: requests.Response) -> str:
+    """What a failed expectation needs to be understood: the answer, the import, the logs."""
+    name = (answer.json().get("metadata") or {}).get("import_job_id", "")
+    body = world.api.mediaimport(name) if name else None
+    operator = world.env.operators[0].log()[-3000:] if world.env.operators else ""
+    return (f"{answer.status_code} {answer.text}\nMediaImport: {json.dumps(body)}\n"
+            f"API log: {world.api.log()[-3000:]}\noperator log: {operator}")
+
+
 def poll_until_finished(world: LiveWorld, user: str, name: str) -> dict[str, Any]:
     def finished() -> dict[str, Any] | None:
         status = world.api.request("GET", f"/api/v1/imports/{name}", user).json()
@@ -116,7 +125,7 @@ def test_an_image_import_waits_and_answers_the_asset(live: LiveWorld) -> None:
     file_name = origin.add(source, f"pic-{uuid.uuid4().hex[:6]}.png")
     user = api.new_user()
     answer = api.post_import(user, {"url": origin.url(f"/files/{file_name}"), "type": "image"})
-    assert answer.status_code == 200, answer.text
+    assert answer.status_code == 200, diagnose(live, answer)
     asset = answer.json()
     assert asset["status"] == "ready" and asset["type"] == "image"
     assert requests.get(asset["url"], timeout=30).content == source.read_bytes()
