@@ -6,6 +6,7 @@
     mediaimport-dev logs <component>                a component's log
     mediaimport-dev down                            stop everything
     mediaimport-dev images build                    build the images (cached), show sizes
+    mediaimport-dev token USER                      a new API token for USER (works at once)
 
 State lives in $MEDIAIMPORT_DEV_HOME, default ./.mediaimport-dev.
 """
@@ -19,7 +20,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from mediaimport_dev import images_cli, stack
+from mediaimport_dev import api_runner, images_cli, stack
 from mediaimport_dev.demo import run_demo
 from mediaimport_dev.processes import log_tail
 
@@ -139,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="import a locally made sample video, end to end")
     demo.set_defaults(run=lambda args: run_demo(args.home))
     images_cli.configure(commands.add_parser("images", help="the project's container images"))
+    api_runner.configure_token(commands.add_parser("token", help="print a new API token for USER"))
     for name, (help_text, configure, run) in EXTRA_COMMANDS.items():
         sub = commands.add_parser(name, help=help_text)
         configure(sub)

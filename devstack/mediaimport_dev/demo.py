@@ -4,7 +4,9 @@ The whole path a user's import takes: the local stack comes up (control plane,
 node agent, Postgres, S3, the operator), a sample video is served on
 127.0.0.2, a MediaImport is applied with kubectl, and once it is Ready the
 demo shows `kubectl get mediaimports -o wide`, the S3 objects and the
-Postgres row. The stack stays up afterwards for a look around.
+Postgres row; then the same video is imported through the HTTP API and through a
+signed Replicate webhook delivery, each followed by its server-sent events, and
+a presigned URL of each is printed. The stack stays up afterwards for a look around.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import psycopg
 
+from .api_demo import run_api_demo
 from .binaries import binary, cache_root
 from .kube import Kube
 from .s3server import S3Server
@@ -79,9 +82,10 @@ def run_demo(home: Path) -> int:
         print(f"serving {sample} at {url}")
         _kubectl(env, "apply", "-f", "-", stdin=json.dumps(_manifest(name, url)))
         status = _wait_until_finished(kube, name)
+        api_ok = run_api_demo(env, url)
     _kubectl(env, "get", "mediaimports", "-o", "wide")
     _kubectl(env, "get", "events", "--field-selector", f"involvedObject.name={name}")
-    if status.get("phase") != "Ready":
+    if status.get("phase") != "Ready" or not api_ok:
         print(json.dumps(status, indent=2))
         return 1
     result = status["result"]

@@ -188,6 +188,10 @@ from mediaimport_dev.operator_runner import OperatorComponent  # noqa: E402 - ne
 
 EXTENSIONS.append(OperatorComponent())
 
+from mediaimport_dev.api_runner import ApiComponent  # noqa: E402 - needs Component
+
+EXTENSIONS.append(ApiComponent())
+
 
 def components() -> list[Component]:
     return [*BASE, *EXTENSIONS]
