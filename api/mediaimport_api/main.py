@@ -1,18 +1,28 @@
-"""``mediaimport-api``: serve the API with uvicorn, configured from MEDIAIMPORT_API_*."""
+"""``mediaimport-api``: serve the API with uvicorn, configured from MEDIAIMPORT_API_* (or flags)."""
 
 from __future__ import annotations
 
 import sys
 
 import uvicorn
+from mediaimport_operator.cli import settings_from_args
+from pydantic import ValidationError
 
 from . import logs
 from .app import create_app
 from .settings import Settings
 
 
-def main() -> int:
-    settings = Settings()
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = settings_from_args(
+            Settings, sys.argv[1:] if argv is None else argv, prog="mediaimport-api",
+            description="The HTTP API of mediaimport: import-from-url, Replicate webhooks, "
+            "media and import status (see docs/api.md).",
+        )
+    except ValidationError as error:
+        print(f"mediaimport-api: invalid settings: {error}", file=sys.stderr)
+        return 2
     logs.configure(settings.log_level, settings.log_format)
     uvicorn.run(
         create_app(settings),

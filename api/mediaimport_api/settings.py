@@ -15,7 +15,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
+from .signatures import SECRET_PREFIX as WEBHOOK_SECRET_PREFIX
+from .signatures import secret_key
 
 
 def _default_namespace() -> str:
@@ -93,8 +94,10 @@ class Settings(BaseSettings):
     @field_validator("webhook_secret")
     @classmethod
     def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().startswith(WEBHOOK_SECRET_PREFIX):
-            raise ValueError(f"the webhook secret must start with {WEBHOOK_SECRET_PREFIX!r}")
+        if value is not None:
+            if not value.get_secret_value().startswith(WEBHOOK_SECRET_PREFIX):
+                raise ValueError(f"the webhook secret must start with {WEBHOOK_SECRET_PREFIX!r}")
+            secret_key(value.get_secret_value())  # ValueError unless base64 follows
         return value
 
     @field_validator("context_signing_key")

@@ -8,15 +8,14 @@ stands by again).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import sys
 
 import kopf
 from pydantic import ValidationError
-from pydantic_settings import CliApp, CliSettingsSource
 
+from .cli import settings_from_args
 from .handlers import build_runtime, register
 from .health import HealthServer
 from .leader import LeaderElector
@@ -106,27 +105,11 @@ async def run(settings: Settings) -> int:
 
 
 def settings_from(argv: list[str]) -> Settings:
-    """The settings from the environment, overridden by flags: every setting is also a
-    kebab-case flag (``--log-level=DEBUG``), so a Deployment can pass them as arguments.
-    ``--help`` lists the flags and the environment variables; an unknown argument ends
-    the process with argparse's usage error (exit 2), a bad value with a ValidationError."""
-    prefix = Settings.model_config.get("env_prefix", "")
-    lines = [
-        f"  {prefix}{name.upper()}: {field.description or ''}".rstrip(": ")
-        for name, field in Settings.model_fields.items()
-    ]
-    parser = argparse.ArgumentParser(
-        prog="mediaimport-operator",
-        description="Reconciles MediaImport resources into import Jobs (see docs/operator.md). "
-        "Every setting is an environment variable and a flag; flags win.",
-        epilog="Configured by environment variables:\n" + "\n".join(lines),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        allow_abbrev=False,
+    """The settings from the environment, overridden by flags (see cli.settings_from_args)."""
+    return settings_from_args(
+        Settings, argv, prog="mediaimport-operator",
+        description="Reconciles MediaImport resources into import Jobs (see docs/operator.md).",
     )
-    flags: CliSettingsSource[Settings] = CliSettingsSource(
-        Settings, root_parser=parser, cli_kebab_case=True, cli_exit_on_error=True
-    )
-    return CliApp.run(Settings, cli_args=argv, cli_settings_source=flags)
 
 
 def main(argv: list[str] | None = None) -> int:
