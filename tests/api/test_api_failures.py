@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import World
+from api_world import World
 from mediaimport_dev.controlplane import ControlPlane
 from mediaimport_dev.postgres import PostgresServer
 

@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import ApiServer
+from api_world import ApiServer
 from mediaimport_job.filenames import sanitize
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 pytestmark = pytest.mark.e2e
 
@@ -308,3 +310,51 @@ def test_health_readiness_metrics_and_openapi(quiet_api: ApiServer) -> None:
             "/healthz", "/readyz"} <= set(document["paths"])
     assert "bearer" in json.dumps(document["components"]["securitySchemes"]).lower()
     assert quiet_api.request("GET", "/docs").status_code == 200
+
+
+def _mediaimport_watches(kube: Any) -> float:
+    """Watches of MediaImports open at the API server now (all clients together)."""
+    total = 0.0
+    for line in kube.text("/metrics").splitlines():
+        if (line.startswith("apiserver_longrunning_requests{") and 'verb="WATCH"' in line
+                and 'resource="mediaimports"' in line):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_every_stream_rides_on_the_one_shared_watch(quiet_api: ApiServer) -> None:
+    user = quiet_api.new_user()
+    names = [quiet_api.post_import(user, {"url": f"{URL}?s={i}"}).json()["metadata"][
+        "import_job_id"] for i in range(3)]
+    before = _mediaimport_watches(quiet_api.kube)
+    assert before >= 1  # the API's own watch (at least)
+    streams = []
+    for index in range(6):
+        answer = quiet_api.request("GET", f"/api/v1/imports/{names[index % 3]}/events", user,
+                                   stream=True)
+        lines = answer.iter_lines(decode_unicode=True)
+        assert next(line for line in lines if line.startswith("data:"))  # the current state
+        streams.append((answer, lines))  # a reader dropped would close its connection
+    try:
+        open_streams = [line for line in quiet_api.metrics().splitlines()
+                        if line.startswith('mediaimport_api_open_streams{kind="sse"}')]
+        assert open_streams == ['mediaimport_api_open_streams{kind="sse"} 6.0']
+        assert _mediaimport_watches(quiet_api.kube) == before
+    finally:
+        for answer, _ in streams:
+            answer.close()
+
+
+def test_websocket_refusals_are_http_answers(quiet_api: ApiServer) -> None:
+    owner, stranger = quiet_api.new_user(), quiet_api.new_user()
+    name = quiet_api.post_import(owner, {"url": URL}).json()["metadata"]["import_job_id"]
+    url = f"ws://127.0.0.1:{quiet_api.port}/api/v1/imports/{name}/ws"
+    for headers, status in [({}, 401), ({"Authorization": "Bearer nope"}, 401),
+                            (quiet_api.auth(stranger), 404)]:
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url, additional_headers=headers, open_timeout=10)
+        assert refused.value.response.status_code == status
+        assert json.loads(refused.value.response.body)["error"]["code"] in (
+            "unauthorized", "not_found")
+    with connect(url, additional_headers=quiet_api.auth(owner), open_timeout=10) as socket:
+        assert json.loads(socket.recv(timeout=10))["status"] == "queued"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import LiveWorld, eventually
+from api_world import LiveWorld, eventually
 from websockets.sync.client import connect
 
 pytestmark = pytest.mark.e2e
@@ -45,6 +45,18 @@ def ws_messages(world: LiveWorld, user: str, name: str) -> list[dict[str, Any]]:
             messages.append(json.loads(text))
         assert socket.close_code == 1000
     return messages
+
+
+def post_until_settled(world: LiveWorld, user: str, body: dict[str, Any]) -> requests.Response:
+    """An image import, repeated with its Idempotency-Key while it answers 202: each
+    repeat waits for the same import again, so a machine too busy to finish it within
+    one wait does not fail the test (the 202 at the bound is the documented answer)."""
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    for _ in range(4):
+        answer = world.api.post_import(user, body, headers=key)
+        if answer.status_code != 202:
+            return answer
+    return answer
 
 
 def diagnose(world: LiveWorld, answer: requests.Response) -> str:
@@ -124,8 +136,10 @@ def test_an_image_import_waits_and_answers_the_asset(live: LiveWorld) -> None:
     source = live.env.media.path("image.png")
     file_name = origin.add(source, f"pic-{uuid.uuid4().hex[:6]}.png")
     user = api.new_user()
-    answer = api.post_import(user, {"url": origin.url(f"/files/{file_name}"), "type": "image"})
+    answer = post_until_settled(live, user, {"url": origin.url(f"/files/{file_name}"),
+                                             "type": "image"})
     assert answer.status_code == 200, diagnose(live, answer)
+    assert len(api.mediaimports(user)) == 1
     asset = answer.json()
     assert asset["status"] == "ready" and asset["type"] == "image"
     assert requests.get(asset["url"], timeout=30).content == source.read_bytes()
@@ -136,8 +150,9 @@ def test_an_image_import_waits_and_answers_the_asset(live: LiveWorld) -> None:
 def test_a_failed_image_import_answers_422_with_its_reason(live: LiveWorld) -> None:
     api = live.api
     user = api.new_user()
-    answer = api.post_import(user, {"url": live.env.origin.url("/status/404"), "type": "image"})
-    assert answer.status_code == 422, answer.text
+    answer = post_until_settled(live, user, {"url": live.env.origin.url("/status/404"),
+                                             "type": "image"})
+    assert answer.status_code == 422, diagnose(live, answer)
     error = answer.json()["error"]
     assert error["code"] == "import_failed"
     assert error["details"]["reason"] == "SourceNotFound"

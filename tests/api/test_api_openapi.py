@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from conftest import ApiServer
+from api_world import ApiServer
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, ApiServer, World
+from api_world import ROOT, ApiServer, World
 from mediaimport_dev.binaries import binary
 from mediaimport_dev.controlplane import ControlPlane
 

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from conftest import SIGNING_KEY, WEBHOOK_SECRET, ApiServer
+from api_world import SIGNING_KEY, WEBHOOK_SECRET, ApiServer
 from mediaimport_api.context import WebhookContext, issue
 from mediaimport_api.replicate import asset_id, import_name
 from mediaimport_api.signatures import sign_headers
