@@ -105,10 +105,10 @@ def chart_sources(template: Path, prefixes: dict[str, str]) -> dict[str, list[st
     lines = template.read_text().splitlines()
     sources: dict[str, list[str]] = {}
     for index, line in enumerate(lines):
-        entry = re.match(r"^(\s*)- name: ([A-Z][A-Z0-9_]+)\s*$", line)
+        entry = re.match(r"^(\s*)- name: ([A-Z][A-Z0-9_]+)(.*)$", line)
         if not entry:
             continue
-        depth, body = len(entry.group(1)), []
+        depth, body = len(entry.group(1)), [entry.group(3)]
         for following in lines[index + 1:]:
             if len(following) - len(following.lstrip()) <= depth:
                 break
@@ -128,8 +128,10 @@ def settings_table(settings: Any, prefix: str, chart: dict[str, list[str]]) -> s
     lines = ["| variable | default | chart value | description |", "|---|---|---|---|"]
     for name, field in settings.model_fields.items():
         env = f"{prefix}{name.upper()}"
-        if field.default_factory is not None:
-            default = "(computed)" if name == "identity" else _default(field.default_factory())
+        if field.default_factory in (list, dict):
+            default = _default(field.default_factory())
+        elif field.default_factory is not None:
+            default = "(computed, see the description)"
         else:
             default = _default(field.default)
         values = ", ".join(f"`{v}`" for v in chart.get(env, [])) or "—"
@@ -145,6 +147,16 @@ def operator_settings() -> str:
     chart = chart_sources(CHART / "templates/operator/deployment.yaml",
                           {".Values.": "", "$op.": "operator."})
     return settings_table(Settings, "MEDIAIMPORT_", chart)
+
+
+def api_settings() -> str:
+    for folder in ("api", "operator", "job-image"):
+        sys.path.insert(0, str(ROOT / folder))
+    from mediaimport_api.settings import Settings  # noqa: PLC0415
+
+    chart = chart_sources(CHART / "templates/api/deployment.yaml",
+                          {".Values.": "", "$api.": "api."})
+    return settings_table(Settings, "MEDIAIMPORT_API_", chart)
 
 
 # -- the MediaImport CRD ---------------------------------------------------------------
@@ -202,7 +214,8 @@ def crd_reference() -> str:
 
 # -- the files -------------------------------------------------------------------------
 SECTIONS: dict[str, dict[str, Callable[[], str]]] = {
-    "docs/configuration.md": {"values": values_table, "operator-settings": operator_settings},
+    "docs/configuration.md": {"values": values_table, "operator-settings": operator_settings,
+                              "api-settings": api_settings},
     "docs/mediaimport.md": {"crd": crd_reference},
 }
 

@@ -181,6 +181,7 @@ def test_extras_of_the_operator_and_api_pods() -> None:
     api = only(docs, "Deployment", "mediaimport-api")
     assert container(api)["image"] == "ghcr.io/mediaimport/mediaimport-operator:0.1.0-rc1"
     assert api["spec"]["replicas"] == 3
+    assert container(api)["args"] == ["--database-pool-size=16"]
 
 
 def test_api_settings_secrets_and_rbac() -> None:

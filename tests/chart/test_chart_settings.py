@@ -9,10 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
+from mediaimport_api.settings import Settings as ApiSettings
 from mediaimport_operator.jobs import build_job
 from mediaimport_operator.model import MediaImport
 from mediaimport_operator.settings import Settings
-from support.chart import CHART, SCENARIOS, env, only, render
+from support.chart import CHART, ROOT, SCENARIOS, env, only, render
 
 PREFIX = "MEDIAIMPORT_"
 CI = CHART / "ci"
@@ -103,3 +105,49 @@ def test_defaults_leave_the_operators_sizing_alone(chart_settings: ReadSettings)
     # The ephemeral-storage request is the /tmp size the operator derives from maxBytes.
     tmp = next(v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "tmp")
     assert container["resources"]["requests"]["ephemeral-storage"] == tmp["emptyDir"]["sizeLimit"]
+
+
+API_PREFIX = "MEDIAIMPORT_API_"
+
+
+WITH_API = [s for s in SCENARIOS
+            if (yaml.safe_load(s.read_text()).get("api") or {}).get("enabled", True)]
+
+
+@pytest.mark.parametrize("values", [None, *WITH_API], ids=lambda v: v.name if v else "defaults")
+def test_every_api_variable_the_chart_sets_is_an_api_setting(values: Path | None) -> None:
+    rendered = env(only(render([values] if values else []), "Deployment", "mediaimport-api"))
+    known = {f"{API_PREFIX}{name.upper()}" for name in ApiSettings.model_fields}
+    unknown = sorted(n for n in rendered if n.startswith(API_PREFIX) and n not in known)
+    assert unknown == [], "the chart sets variables the API does not read"
+
+
+def test_the_api_reads_the_charts_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    rendered = env(only(render([CI / "s3-compatible-values.yaml"]), "Deployment",
+                        "mediaimport-api"))
+    for name in [n for n in os.environ if n.startswith(PREFIX)]:
+        monkeypatch.delenv(name)
+    secrets = {  # what the referenced Secrets would hold
+        f"{API_PREFIX}WEBHOOK_SECRET": "whsec_" + "A" * 32,
+        f"{API_PREFIX}CONTEXT_SIGNING_KEY": "k" * 32,
+        f"{API_PREFIX}DATABASE_URL": "postgresql://user@db/media",
+    }
+    for name, value in rendered.items():
+        monkeypatch.setenv(name, value if isinstance(value, str) else secrets.get(name, ""))
+    settings = ApiSettings()
+    assert settings.namespace == "mediaimport-system"
+    assert settings.bucket == "media"
+    assert settings.s3_public_endpoint == "https://s3.acme.example"
+    assert str(settings.tokens_file) == "/etc/mediaimport/tokens/tokens"
+    assert settings.port == 8000
+    assert settings.webhook_secret is not None
+    assert settings.database_url == "postgresql://user@db/media"
+
+
+def test_the_api_role_is_the_one_docs_api_md_lists() -> None:
+    """docs/api.md states the API's rules (and its e2e test runs the API with exactly
+    those); the chart grants the same."""
+    text = (ROOT / "docs/api.md").read_text()
+    block = text.split("<!-- api-rbac-rules", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    documented = yaml.safe_load(block)["rules"]
+    assert only(render(), "Role", "mediaimport-api")["rules"] == documented
