@@ -105,7 +105,7 @@ class Imports:
         try:
             if key is None:
                 created = await self._create(body)
-                async with self.db.connection() as conn, conn.transaction():
+                async with self.db.connection() as conn:  # one upsert: atomic by itself
                     row = await self._record(conn, created, user)
             else:
                 # The key's claim, the MediaImport and the row in one transaction: a

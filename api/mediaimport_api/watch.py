@@ -15,7 +15,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from mediaimport_operator.kube import ApiError, Json, Kube, mediaimport_path
 
@@ -24,12 +25,17 @@ log = logging.getLogger(__name__)
 DELETED = "DELETED"
 
 
-@dataclass(frozen=True)
+@dataclass
 class Update:
-    """An import's state as the watch saw it (``type`` DELETED: it is gone)."""
+    """An import's state as the watch saw it (``type`` DELETED: it is gone).
+
+    One Update goes to every subscriber of its import: what they make of it is made
+    once and kept in ``rendered`` (a thousand streams, one JSON encoding).
+    """
 
     type: str
     body: Json
+    rendered: Any = field(default=None, compare=False, repr=False)
 
 
 class Subscription:

@@ -11,11 +11,11 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, WebSocket
-from fastapi.responses import JSONResponse
-from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.websockets import WebSocketDisconnect
 
 from .. import metrics
@@ -44,6 +44,29 @@ async def cancel_import(name: str, user: UserDep, services: ServicesDep) -> Any:
     return JSONResponse(job_status(await services.imports.cancel(user, name)), status_code=202)
 
 
+@dataclass(frozen=True)
+class Frame:
+    """One message of a stream, encoded once: the import's resourceVersion, its state."""
+
+    version: str
+    data: str
+    terminal: bool
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> Frame:
+        message = job_status(body)
+        return cls((body.get("metadata") or {}).get("resourceVersion", ""),
+                   json.dumps(message), message["status"] in TERMINAL_JOB_STATUSES)
+
+    def sse(self) -> bytes:
+        version = f"id: {self.version}\n" if self.version else ""
+        return f"{version}data: {self.data}\n\n".encode()
+
+
+CANCELLED = Frame("", json.dumps(cancelled_status()), terminal=True)
+KEEPALIVE = b": ping\n\n"
+
+
 class _Stream:
     """Subscribed before the first read, so no change between the two is missed."""
 
@@ -51,28 +74,32 @@ class _Stream:
         self.subscription = subscription
         self.first = first
 
-    async def messages(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """(resourceVersion, message) pairs: the current state, then each new one, to the end."""
-        body = self.first
-        last: dict[str, Any] | None = None
+    async def frames(self) -> AsyncIterator[Frame | None]:
+        """The current state, then each new one, to the end; None after a quiet spell
+        (for a keep-alive)."""
+        frame = Frame.of(self.first)
+        last = None
         while True:
-            message = job_status(body)
-            if message != last:
-                yield (body.get("metadata") or {}).get("resourceVersion", ""), message
-                last = message
-            if message["status"] in TERMINAL_JOB_STATUSES:
+            if frame.data != last:
+                yield frame
+                last = frame.data
+            if frame.terminal:
                 return
-            update = await self.subscription.next()
+            update = await self.subscription.next(KEEPALIVE_SECONDS)
             if update is None:
+                yield None
                 continue
             if update.type == DELETED:
-                yield "", cancelled_status()
+                yield CANCELLED
                 return
-            body = update.body
+            if update.rendered is None:  # the first of its subscribers renders it
+                update.rendered = Frame.of(update.body)
+            frame = update.rendered
 
 
 async def _open_stream(name: str, user: UserDep, services: ServicesDep
                        ) -> AsyncIterator[_Stream]:
+    # A dependency with yield: the subscription ends after the response, however it ends.
     with services.watch.subscribed(name) as subscription:
         body = await services.imports.get_owned(user, name)
         yield _Stream(subscription, body)
@@ -81,9 +108,13 @@ async def _open_stream(name: str, user: UserDep, services: ServicesDep
 StreamDep = Annotated[_Stream, Depends(_open_stream)]
 
 
+class EventStream(StreamingResponse):
+    media_type = "text/event-stream"
+
+
 @router.get(
     "/{name}/events",
-    response_class=EventSourceResponse,
+    response_class=EventStream,
     summary="An import's state as server-sent events",
     responses={
         200: {"description": "text/event-stream: one `data:` JSON message (the import's "
@@ -91,14 +122,21 @@ StreamDep = Annotated[_Stream, Depends(_open_stream)]
         **responses(401, 404, 503),
     },
 )
-async def import_events(stream: StreamDep) -> AsyncIterator[ServerSentEvent]:
+async def import_events(stream: StreamDep) -> EventStream:
     """The current state at once, then each change; the stream ends after Ready or Failed.
-    Browsers may pass the token as ``?access_token=`` (EventSource sends no headers)."""
+    Browsers may pass the token as ``?access_token=`` (EventSource sends no headers).
+    A ``: ping`` comment every 15 s keeps proxies from closing a quiet stream."""
+    # Served as plain bytes, each message encoded once for all its streams.
+    return EventStream(_event_stream(stream),
+                       headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _event_stream(stream: _Stream) -> AsyncIterator[bytes]:
     gauge = metrics.OPEN_STREAMS.labels("sse")
     gauge.inc()
     try:
-        async for version, message in stream.messages():
-            yield ServerSentEvent(raw_data=json.dumps(message), id=version or None)
+        async for frame in stream.frames():
+            yield KEEPALIVE if frame is None else frame.sse()
     finally:
         gauge.dec()
 
@@ -131,8 +169,9 @@ async def import_socket(websocket: WebSocket, name: str) -> None:
 
 async def _send_all(websocket: WebSocket, stream: _Stream) -> None:
     with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
-        async for _, message in stream.messages():
-            await websocket.send_text(json.dumps(message))
+        async for frame in stream.frames():
+            if frame is not None:  # the WebSocket protocol keeps itself alive (pings)
+                await websocket.send_text(frame.data)
         await websocket.close(code=1000)
 
 
