@@ -1,0 +1,355 @@
+"""Benchmark: the HTTP API's own work, with no operator running.
+
+    python bench/api_throughput.py
+    python bench/api_throughput.py --requests 500 --streams 200     # a quicker look
+
+Sets up a private control plane (with the CRD), Postgres and S3, and starts one
+`mediaimport-api` process on loopback; no operator and no node agent run, so only the
+API's work is measured (with what it waits for: the Kubernetes API server and Postgres).
+The load comes from this process: asyncio and aiohttp, keep-alive connections.
+
+Measures
+* import-from-url: `--requests` (2,000) POSTs at concurrency `--concurrency` (32), each
+  creating a MediaImport and its row (targets ≥ 200 req/s, p99 ≤ 100 ms);
+* the webhook receiver: as many signed `succeeded` deliveries, each with one output
+  (one MediaImport and row each), at the same concurrency (same targets);
+* `--streams` (1,000) SSE streams of one import open on the API process: its RSS with
+  them open (target ≤ 200 MiB), then `--changes` (5) status changes written to the
+  MediaImport (as the operator would) and the time from each write to its arrival on
+  every stream (p99 target ≤ 1 s).
+* [info] CPU seconds of the API process, kube-apiserver and etcd during each load phase.
+
+Prints a table, then one JSON object as the last line of stdout with the keys
+import_rps, import_p99_ms, webhook_rps, webhook_p99_ms, sse_streams, sse_rss_mib,
+sse_fanout_p99_s (and a few more for context).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+for folder in ("devstack", "api", "operator", "job-image"):
+    sys.path.insert(0, str(REPO / folder))
+
+from mediaimport_api.auth import hash_token, new_token  # noqa: E402
+from mediaimport_api.signatures import sign_headers  # noqa: E402
+from mediaimport_dev.controlplane import ControlPlane  # noqa: E402
+from mediaimport_dev.operator_runner import install_crd  # noqa: E402
+from mediaimport_dev.ports import free_port  # noqa: E402
+from mediaimport_dev.postgres import PostgresServer  # noqa: E402
+from mediaimport_dev.processes import spawn, stop_group, wait_started  # noqa: E402
+from mediaimport_dev.s3server import S3Server  # noqa: E402
+
+NAMESPACE = "bench"
+USER = "bench-user"
+SECRET = "whsec_" + base64.b64encode(b"the api benchmark's webhook key!").decode()
+MIB = 1 << 20
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+class CpuMeter:
+    """CPU seconds of the API, kube-apiserver and etcd between start() and stop()."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.before: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def stop(self) -> dict[str, float]:
+        return {name: round(cpu_seconds(pid) - self.before[name], 1)
+                for name, pid in self.pids.items()}
+
+
+async def load(
+    count: int, concurrency: int, send: Callable[[aiohttp.ClientSession, int], Awaitable[int]],
+    expect: int,
+) -> tuple[float, list[float], int]:
+    """(requests per second, latencies in s, answers other than ``expect``) of ``count``
+    calls of ``send`` at ``concurrency``; more than half other answers end the benchmark."""
+    latencies: list[float] = []
+    failures: list[int] = []
+    counter = iter(range(count))
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            for index in counter:
+                started = time.perf_counter()
+                status = await send(session, index)
+                latencies.append(time.perf_counter() - started)
+                if status != expect:
+                    failures.append(status)
+
+        begun = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - begun
+    if len(failures) > count // 2:
+        raise SystemExit(f"{len(failures)} requests failed, e.g. HTTP {failures[:5]}")
+    return count / elapsed, latencies, len(failures)
+
+
+def importer(api: str, token: str, origin: str) -> Callable[[aiohttp.ClientSession, int],
+                                                             Awaitable[int]]:
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def send(session: aiohttp.ClientSession, index: int) -> int:
+        body = {"url": f"{origin}/clip-{index}.mp4", "type": "video",
+                "metadata": {"prompt": "a benchmark", "n": index}}
+        async with session.post(f"{api}/api/v1/media/import-from-url", json=body,
+                                headers=headers) as answer:
+            await answer.read()
+            return answer.status
+
+    return send
+
+
+def deliverer(webhook_url: str, origin: str) -> Callable[[aiohttp.ClientSession, int],
+                                                         Awaitable[int]]:
+    run = uuid.uuid4().hex[:8]
+
+    async def send(session: aiohttp.ClientSession, index: int) -> int:
+        prediction = {
+            "id": f"bench{run}{index:05d}", "status": "succeeded", "model": "bench/model",
+            "input": {"prompt": "a benchmark"}, "output": [f"{origin}/out-{index}.mp4"],
+            "logs": "step\n" * 200, "error": None,
+        }
+        body = json.dumps(prediction).encode()
+        headers = {**sign_headers(SECRET, f"msg_{run}_{index}", body),
+                   "Content-Type": "application/json"}
+        async with session.post(webhook_url, data=body, headers=headers) as answer:
+            await answer.read()
+            return answer.status
+
+    return send
+
+
+async def sse_fanout(api: str, token: str, name: str, streams: int, changes: int,
+                     change: Callable[[int], None], api_pid: int
+                     ) -> tuple[int, float, list[float]]:
+    """(streams open, API RSS MiB with them open, delivery delays in s of every change)."""
+    arrivals: list[dict[str, float]] = [{} for _ in range(streams)]
+    opened = asyncio.Semaphore(0)
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def listen(index: int) -> None:
+            url = f"{api}/api/v1/imports/{name}/events"
+            async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as answer:
+                if answer.status != 200:
+                    raise SystemExit(f"stream {index}: HTTP {answer.status}")
+                first = True
+                async for raw in answer.content:
+                    line = raw.decode().strip()
+                    if not line.startswith("data:"):
+                        continue
+                    if first:
+                        opened.release()
+                        first = False
+                    message = json.loads(line[5:])
+                    for condition in message["conditions"]:
+                        arrivals[index].setdefault(condition["message"], time.monotonic())
+                    if message["status"] in ("finished", "failed"):
+                        return
+
+        tasks = [asyncio.create_task(listen(i)) for i in range(streams)]
+        for _ in range(streams):
+            await asyncio.wait_for(opened.acquire(), 120)
+        await asyncio.sleep(2)  # let the process settle with everything open
+        rss = psutil.Process(api_pid).memory_info().rss / MIB
+        delays: list[float] = []
+        for step in range(1, changes + 1):
+            written = time.monotonic()
+            await asyncio.to_thread(change, step)
+            deadline = time.monotonic() + 30
+            marker = step_message(step)
+            while sum(marker in seen for seen in arrivals) < streams:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"change {step} did not reach every stream within 30 s")
+                await asyncio.sleep(0.01)
+            delays += [seen[marker] - written for seen in arrivals]
+        await asyncio.to_thread(change, 0)  # Ready: every stream ends
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    return streams, rss, delays
+
+
+def step_message(step: int) -> str:
+    return f"Benchmark step {step}."
+
+
+def status_of_step(step: int) -> dict[str, Any]:
+    """A status change as the operator writes one (step 0: Ready, every stream ends)."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    condition = {"type": "Succeeded", "status": "True" if step == 0 else "Unknown",
+                 "reason": "Imported" if step == 0 else "JobCreated",
+                 "message": step_message(step), "lastTransitionTime": now}
+    return {"phase": "Ready" if step == 0 else "Importing", "conditions": [condition]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--changes", type=int, default=5)
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # 1,000 streams are 1,000 sockets on each side; the API inherits the limit.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+
+    work = Path(tempfile.mkdtemp(prefix="mediaimport-bench-api-"))
+    for parent in [work, *work.parents]:  # Postgres runs as `postgres` under root
+        if parent != Path("/") and os.geteuid() == 0:
+            parent.chmod(parent.stat().st_mode | 0o005)
+    plane = ControlPlane(work / "controlplane")
+    plane.start()
+    postgres = PostgresServer(work / "postgres")
+    postgres.start()
+    s3 = S3Server(work / "s3")
+    s3.start()
+    s3.create_bucket("bench")
+    kube = plane.kube()
+    install_crd(kube)
+    kube.create("/api/v1/namespaces", {"metadata": {"name": NAMESPACE}})
+    token = new_token()
+    tokens = work / "tokens"
+    tokens.write_text(f"{hash_token(token)} {USER}\n")
+    port = free_port("127.0.0.1")
+    api = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MEDIAIMPORT_"))}
+    env.update({
+        **s3.env(),
+        "KUBECONFIG": str(plane.kubeconfig),
+        "MEDIAIMPORT_API_NAMESPACE": NAMESPACE,
+        "MEDIAIMPORT_API_TOKENS_FILE": str(tokens),
+        "MEDIAIMPORT_API_WEBHOOK_SECRET": SECRET,
+        "MEDIAIMPORT_API_CONTEXT_SIGNING_KEY": uuid.uuid4().hex * 2,
+        "MEDIAIMPORT_API_DATABASE_URL": postgres.url,
+        "MEDIAIMPORT_API_BUCKET": "bench",
+        "MEDIAIMPORT_API_HOST": "127.0.0.1",
+        "MEDIAIMPORT_API_PORT": str(port),
+        "MEDIAIMPORT_API_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": os.pathsep.join(str(REPO / f) for f in
+                                      ("api", "operator", "job-image", "devstack")),
+    })
+    log = work / "api.log"
+    process: subprocess.Popen[bytes] | None = None
+    # Sources on a public-looking host name: never fetched (no operator), never resolved.
+    origin = "https://media.bench.example"
+    try:
+        process = spawn([sys.executable, "-m", "mediaimport_api"], log, env=env)
+        wait_started(process, log, lambda: _ready(api), what="the API", timeout=60,
+                     interval=0.2)
+        pids = {"api": process.pid, **{name: plane.components[name].pid
+                                       for name in ("kube-apiserver", "etcd")}}
+        meter = CpuMeter(pids)
+
+        # Warm-up: connections, the pools, the first statements.
+        asyncio.run(load(64, args.concurrency, importer(api, token, origin), 202))
+        meter.start()
+        import_rps, import_lat, import_other = asyncio.run(
+            load(args.requests, args.concurrency, importer(api, token, origin), 202))
+        import_cpu = meter.stop()
+
+        issued = requests.post(f"{api}/api/v1/webhooks/replicate/urls",
+                               headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        webhook_url = issued.json()["url"]
+        asyncio.run(load(32, args.concurrency, deliverer(webhook_url, origin), 200))
+        meter.start()
+        webhook_rps, webhook_lat, webhook_other = asyncio.run(
+            load(args.requests, args.concurrency, deliverer(webhook_url, origin), 200))
+        webhook_cpu = meter.stop()
+
+        # One import, and many streams of it; status written as the operator would.
+        accepted = requests.post(f"{api}/api/v1/media/import-from-url",
+                                 headers={"Authorization": f"Bearer {token}"},
+                                 json={"url": f"{origin}/watched.mp4"}, timeout=10).json()
+        name = accepted["metadata"]["import_job_id"]
+        status_path = (f"/apis/mediaimport.dev/v1alpha1/namespaces/{NAMESPACE}/mediaimports/"
+                       f"{name}/status")
+
+        def change(step: int) -> None:
+            kube.merge_patch(status_path, {"status": status_of_step(step)})
+
+        rss_idle = psutil.Process(process.pid).memory_info().rss / MIB
+        streams, rss, delays = asyncio.run(
+            sse_fanout(api, token, name, args.streams, args.changes, change, process.pid))
+    finally:
+        if process is not None:
+            stop_group(process.pid)
+        s3.stop()
+        postgres.stop()
+        plane.stop()
+
+    result = {
+        "import_rps": round(import_rps, 1),
+        "import_p99_ms": round(percentile(import_lat, 99) * 1000, 1),
+        "webhook_rps": round(webhook_rps, 1),
+        "webhook_p99_ms": round(percentile(webhook_lat, 99) * 1000, 1),
+        "sse_streams": streams,
+        "sse_rss_mib": round(rss, 1),
+        "sse_fanout_p99_s": round(percentile(delays, 99), 3),
+        "import_p50_ms": round(percentile(import_lat, 50) * 1000, 1),
+        "webhook_p50_ms": round(percentile(webhook_lat, 50) * 1000, 1),
+        "sse_fanout_p50_s": round(percentile(delays, 50), 3),
+        "api_rss_idle_mib": round(rss_idle, 1),
+        # Answers other than 202/200: 503 when Kubernetes or Postgres was too slow (a
+        # webhook delivery answered 503 after 0.9 s is retried by Replicate).
+        "import_other_answers": import_other,
+        "webhook_other_answers": webhook_other,
+        "cpu_s_import": import_cpu,
+        "cpu_s_webhook": webhook_cpu,
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+    }
+    print(f"{'import-from-url':18} {result['import_rps']:8.1f} req/s  p50 "
+          f"{result['import_p50_ms']} ms  p99 {result['import_p99_ms']} ms  cpu {import_cpu}")
+    print(f"{'webhook':18} {result['webhook_rps']:8.1f} req/s  p50 "
+          f"{result['webhook_p50_ms']} ms  p99 {result['webhook_p99_ms']} ms  cpu {webhook_cpu}")
+    print(f"{'sse':18} {streams} streams  RSS {result['sse_rss_mib']} MiB (idle "
+          f"{result['api_rss_idle_mib']})  fan-out p50 {result['sse_fanout_p50_s']} s  p99 "
+          f"{result['sse_fanout_p99_s']} s")
+    print(json.dumps(result))
+    return 0
+
+
+def _ready(api: str) -> bool:
+    try:
+        return requests.get(f"{api}/readyz", timeout=2).ok
+    except requests.RequestException:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())
