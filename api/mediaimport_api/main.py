@@ -23,6 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as error:
         print(f"mediaimport-api: invalid settings: {error}", file=sys.stderr)
         return 2
+    if not settings.database_url:
+        print("mediaimport-api: MEDIAIMPORT_API_DATABASE_URL (or --database-url) is required: "
+              "the API writes and reads the media_assets rows", file=sys.stderr)
+        return 2
     logs.configure(settings.log_level, settings.log_format)
     uvicorn.run(
         create_app(settings),

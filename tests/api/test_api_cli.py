@@ -45,3 +45,11 @@ def test_bad_values_are_refused(capsys: pytest.CaptureFixture[str], argument: st
     assert main([argument]) == 2
     err = capsys.readouterr().err
     assert err.startswith("mediaimport-api: invalid settings:") and field in err
+
+
+def test_the_database_is_required(capsys: pytest.CaptureFixture[str],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MEDIAIMPORT_API_DATABASE_URL", raising=False)
+    assert main([]) == 2
+    assert "MEDIAIMPORT_API_DATABASE_URL (or --database-url) is required" in (
+        capsys.readouterr().err)
