@@ -119,6 +119,9 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:  # noqa
         settings.watching.label_selectors["batch", "jobs"] = (
             f"app.kubernetes.io/managed-by={MANAGED_BY}"
         )
+        settings.watching.label_selectors["", "v1", "pods"] = (
+            f"app.kubernetes.io/managed-by={MANAGED_BY}"
+        )
         settings.networking.request_timeout = ours.api_timeout
         settings.networking.connect_timeout = ours.watch_connect_timeout
         settings.posting.level = logging.getLevelName(ours.event_level)
@@ -187,6 +190,15 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:  # noqa
         except TRANSIENT as error:
             log.warning("job event not handled; retrying", extra={"error": str(error)})
             retry_later(job, 1)
+
+    @kopf.on.event("", "v1", "pods", labels=JOB_SELECTOR, registry=registry)
+    async def pod_changed(event: kopf.RawEvent, **_: Any) -> None:
+        # A pod that cannot start (missing Secret, image pull, scheduling) is reported now,
+        # not when the Job's deadline passes; the Job itself does not tell.
+        try:
+            await rec.pod_event(event.get("type"), cast(Json, event["object"]))
+        except TRANSIENT as error:
+            log.warning("pod event not handled", extra={"error": str(error)})
 
     def start_later(namespace: str, name: str, uid: str, attempt: int, delay: float) -> None:
         """Start an import again after a failed attempt, from the latest body seen (a

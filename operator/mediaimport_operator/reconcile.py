@@ -21,16 +21,18 @@ from . import metrics
 from .db import Database, DatabaseUnavailable, UpsertOutcome
 from .jobs import (
     ANNOTATION_ASSET_ID,
+    LABEL_IMPORT_NAME,
     LABEL_IMPORT_UID,
     build_job,
     job_name,
 )
 from .kube import ApiError, Json, Kube, job_path, mediaimport_path, pods_path
 from .lanes import Lane
-from .model import KIND, MediaImport, MediaImportStatus, Phase
+from .model import KIND, SUCCEEDED, MediaImport, MediaImportStatus, Phase
 from .records import RowStatus, row_for, row_status
 from .settings import Settings
 from .status import (
+    POD_PROBLEM_REASONS,
     REASON_ASSET_ID_CONFLICT,
     REASON_DATABASE_UNAVAILABLE,
     REASON_RECORDING_DISABLED,
@@ -42,6 +44,7 @@ from .status import (
     fail_without_job,
     latest_outcomes,
     needs_recording,
+    pod_problem,
     with_recorded,
 )
 
@@ -190,6 +193,30 @@ class Reconciler:
         await self.sync(namespace, owner["name"], job=job, cached=True)
         self._job_digests[key] = digest
 
+    async def pod_event(self, event_type: str | None, pod: Json) -> None:
+        """A pod of one of our Jobs changed: converge its import when the pod's trouble
+        starting (a missing Secret, an image pull, scheduling) differs from what the status
+        says. Most pod events change nothing of the kind and cost no request."""
+        if event_type == "DELETED":
+            return
+        meta = pod.get("metadata", {})
+        labels = meta.get("labels") or {}
+        namespace, name = str(meta.get("namespace", "")), str(labels.get(LABEL_IMPORT_NAME, ""))
+        body = self.latest(namespace, name) if name else None
+        if body is None or body["metadata"].get("uid") != labels.get(LABEL_IMPORT_UID):
+            return
+        mi = MediaImport.from_body(body)
+        if mi.status.phase is not None and mi.status.phase.terminal:
+            return
+        problem = pod_problem(pod, self.settings.s3_secret_name)
+        shown = mi.status.condition(SUCCEEDED)
+        if (problem.reason if problem else None) == (
+            shown.reason if shown and shown.reason in POD_PROBLEM_REASONS else None
+        ):
+            return
+        async with self._lock(namespace, name):
+            await self._sync(namespace, name, body=body, check_pods=True)
+
     async def deleted(self, body: Json) -> None:
         """A MediaImport is gone: a row still uploading is failed as cancelled."""
         mi = MediaImport.from_body(body)
@@ -279,6 +306,7 @@ class Reconciler:
         written: RowStatus | None = None,
         body: Json | None = None,
         db_error: DatabaseUnavailable | None = None,
+        check_pods: bool = False,
     ) -> None:
         for _ in range(_MAX_CONFLICT_RETRIES):
             if body is None:
@@ -293,12 +321,18 @@ class Reconciler:
             if view is not None and view.owner_uid not in (None, mi.ref.uid):
                 view = None  # a Job of a predecessor with the same name: not ours
             outcomes = []
-            if view is not None and (view.finished or view.failed > 0):
+            waiting = None
+            if view is not None and (
+                view.finished or view.failed > 0 or check_pods or _shows_pod_problem(mi)
+            ):
                 pods = await self.kube.list_items(
                     pods_path(namespace), labelSelector=f"batch.kubernetes.io/job-name={view.name}"
                 )
                 outcomes = latest_outcomes(pods)
-            decision = derive(mi, view, outcomes, now=self.clock())
+                if not view.finished:
+                    waiting = next((problem for pod in pods if (
+                        problem := pod_problem(pod, self.settings.s3_secret_name))), None)
+            decision = derive(mi, view, outcomes, now=self.clock(), waiting=waiting)
             status = await self._record(mi, decision.status, written, db_error)
             decision = Decision(status, decision.events)
             try:
@@ -409,6 +443,11 @@ def wants_start(event_type: str | None, body: Json, *, starting: bool) -> bool:
     if event_type in (None, "ADDED"):
         return True
     return not (body.get("status") or {}).get("phase") and not starting
+
+
+def _shows_pod_problem(mi: MediaImport) -> bool:
+    condition = mi.status.condition(SUCCEEDED)
+    return condition is not None and condition.reason in POD_PROBLEM_REASONS
 
 
 def _job_digest(job: Json) -> tuple[Any, ...]:

@@ -39,6 +39,16 @@ REASON_POD_FAILURE_POLICY = "PodFailurePolicy"
 REASON_RESULT_UNAVAILABLE = "ResultUnavailable"
 REASON_JOB_FAILED = "JobFailed"
 REASON_ASSET_ID_CONFLICT = "AssetIdConflict"
+# Succeeded=Unknown reasons while the Job's pod cannot start (it would wait for its deadline).
+REASON_S3_SECRET_MISSING = "S3SecretMissing"  # noqa: S105 - a reason, not a secret
+REASON_POD_CONFIG_ERROR = "PodConfigError"
+REASON_IMAGE_PULL_FAILED = "ImagePullFailed"
+REASON_UNSCHEDULABLE = "Unschedulable"
+POD_PROBLEM_REASONS = frozenset(
+    {REASON_S3_SECRET_MISSING, REASON_POD_CONFIG_ERROR, REASON_IMAGE_PULL_FAILED,
+     REASON_UNSCHEDULABLE}
+)
+_IMAGE_PULL_WAITING = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName"})
 # Recorded condition reasons.
 REASON_ROW_UP_TO_DATE = "RowUpToDate"
 REASON_DATABASE_UNAVAILABLE = "DatabaseUnavailable"
@@ -169,6 +179,52 @@ def latest_outcomes(pods: Iterable[dict[str, Any]]) -> list[PodOutcome]:
 
 
 @dataclass(frozen=True)
+class PodProblem:
+    """Why a pod of the Job cannot start; the kubelet keeps trying, so it may clear."""
+
+    reason: str
+    message: str
+
+
+def pod_problem(pod: dict[str, Any], s3_secret_name: str) -> PodProblem | None:
+    """What keeps ``pod`` from starting (a missing Secret, an image that cannot be pulled,
+    no node that fits), or None. Without this the import would wait for its deadline."""
+    status = pod.get("status") or {}
+    if status.get("phase") not in (None, "Pending"):
+        return None
+    namespace = pod.get("metadata", {}).get("namespace", "")
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        reason, message = waiting.get("reason"), str(waiting.get("message") or "")
+        if reason == "CreateContainerConfigError":
+            if s3_secret_name and f'secret "{s3_secret_name}" not found' in message:
+                return PodProblem(
+                    REASON_S3_SECRET_MISSING,
+                    f'The S3 Secret "{s3_secret_name}" does not exist in namespace '
+                    f"{namespace}: the import pod cannot start until it does (keys "
+                    "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, optionally "
+                    "AWS_ENDPOINT_URL_S3)",
+                )
+            return PodProblem(
+                REASON_POD_CONFIG_ERROR, f"The import pod cannot start: {message or reason}"
+            )
+        if reason in _IMAGE_PULL_WAITING:
+            return PodProblem(
+                REASON_IMAGE_PULL_FAILED,
+                f"The job image cannot be pulled ({reason}): {message or 'no detail'}",
+            )
+    for condition in status.get("conditions") or []:
+        if (condition.get("type"), condition.get("status"), condition.get("reason")) == (
+            "PodScheduled", "False", "Unschedulable"
+        ):
+            detail = condition.get("message") or "no node fits it"
+            return PodProblem(
+                REASON_UNSCHEDULABLE, f"The import pod cannot be scheduled: {detail}"
+            )
+    return None
+
+
+@dataclass(frozen=True)
 class Event:
     type: str  # Normal | Warning
     reason: str
@@ -217,8 +273,10 @@ def derive(
     outcomes: Sequence[PodOutcome],
     *,
     now: datetime,
+    waiting: PodProblem | None = None,
 ) -> Decision:
-    """The status ``mi`` should have given its Job and the Job's finished pods."""
+    """The status ``mi`` should have given its Job, the Job's finished pods and what keeps
+    its current pod from starting (``waiting``)."""
     old = mi.status
     if old.phase is not None and old.phase.terminal:
         return Decision(old)
@@ -243,7 +301,7 @@ def derive(
         return _complete(base, mi, job, outcomes, now)
     if job.failed_reason is not None:
         return _failed(base, mi, job, outcomes, now)
-    return _running(base, mi, job, outcomes, now)
+    return _running(base, mi, job, outcomes, now, waiting=waiting)
 
 
 def _pending(base: MediaImportStatus, mi: MediaImport, now: datetime) -> Decision:
@@ -265,9 +323,17 @@ def _running(
     job: JobView,
     outcomes: Sequence[PodOutcome],
     now: datetime,
+    *,
+    waiting: PodProblem | None = None,
 ) -> Decision:
     events: list[Event] = []
-    if job.failed > 0:
+    previous = mi.status.condition(SUCCEEDED)
+    if waiting is not None:
+        # Said at once, not at the deadline; the kubelet keeps trying, so it may clear.
+        reason, message = waiting.reason, waiting.message
+        if previous is None or previous.reason != reason:
+            events.append(Event("Warning", reason, _sentence(message)))
+    elif job.failed > 0:
         last = outcomes[0] if outcomes else None
         cause = _describe_failure(last)
         total = (job.backoff_limit or 0) + 1
@@ -275,7 +341,6 @@ def _running(
         message = (
             f"Attempt {job.failed} of up to {total} failed ({cause}); the Job retries it"
         )
-        previous = mi.status.condition(SUCCEEDED)
         # The message starts with the failure count: another count is another failure
         # (the cause may be filled in later, when the pod's status arrives).
         if previous is None or not previous.message.startswith(f"Attempt {job.failed} of"):
