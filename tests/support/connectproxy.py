@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import base64
 import socket
-import threading
 
-from support.tcp import LoopbackServer, pipe, read_head
+from support.tcp import LoopbackServer, Request, pipe
 
 
 class ConnectProxy(LoopbackServer):
@@ -18,7 +17,6 @@ class ConnectProxy(LoopbackServer):
         super().__init__()
         self.credentials = credentials
         self.targets: list[str] = []
-        self._lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -26,23 +24,16 @@ class ConnectProxy(LoopbackServer):
         auth = f"{self.credentials}@" if self.credentials else ""
         return f"http://{auth}{host}:{port}"
 
-    def handle(self, client: socket.socket) -> None:
-        received = read_head(client)
-        if received is None:
-            return
-        head, _ = received
-        lines = head.decode("latin-1").split("\r\n")
-        method, target, *_ = [*lines[0].split(" "), "", ""]
-        with self._lock:
+    def request(self, client: socket.socket, request: Request) -> None:
+        target = request.target
+        with self.lock:
             self.targets.append(target)
-        if method != "CONNECT":
+        if request.method != "CONNECT":
             client.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
             return
         if self.credentials:
             expected = "Basic " + base64.b64encode(self.credentials.encode()).decode()
-            given = [line.split(":", 1)[1].strip() for line in lines
-                     if line.lower().startswith("proxy-authorization:")]
-            if given != [expected]:
+            if request.headers("Proxy-Authorization") != [expected]:
                 client.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
                                b"Content-Length: 0\r\n\r\n")
                 return

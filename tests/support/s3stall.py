@@ -9,10 +9,9 @@ request arrives on a connection of its own and is inspected by its request line.
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Callable
 
-from support.tcp import HEAD_END, LoopbackServer, pipe, read_head
+from support.tcp import HEAD_END, LoopbackServer, Request, pipe
 
 
 def is_upload_part(request_line: str) -> bool:
@@ -30,28 +29,22 @@ class StallingS3(LoopbackServer):
         self.stall = stall
         self.stalled: list[str] = []
         self.passed: list[str] = []
-        self._lock = threading.Lock()
 
     @property
     def endpoint_url(self) -> str:
         host, port = self.address
         return f"http://{host}:{port}"
 
-    def handle(self, client: socket.socket) -> None:
-        received = read_head(client)
-        if received is None:
-            return
-        head, rest = received
-        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-        if self.stall(request_line):
-            with self._lock:
-                self.stalled.append(request_line)
+    def request(self, client: socket.socket, request: Request) -> None:
+        if self.stall(request.line):
+            with self.lock:
+                self.stalled.append(request.line)
             self.stopping.wait()  # never answered while the test runs
             return
-        with self._lock:
-            self.passed.append(request_line)
+        with self.lock:
+            self.passed.append(request.line)
         with socket.create_connection(self.upstream, timeout=30) as upstream:
-            upstream.sendall(_close_after(head) + rest)
+            upstream.sendall(_close_after(request.head) + request.rest)
             pipe(client, upstream, self.stopping)
 
 

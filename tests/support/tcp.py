@@ -7,6 +7,7 @@ import selectors
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Self
 
 HEAD_END = b"\r\n\r\n"
@@ -45,8 +46,34 @@ def pipe(one: socket.socket, other: socket.socket, stop: threading.Event) -> Non
                     return
 
 
+@dataclass(frozen=True)
+class Request:
+    """The head of an HTTP request as it arrived, and the bytes that came after it."""
+
+    head: bytes
+    rest: bytes
+
+    @property
+    def line(self) -> str:
+        return self.head.split(b"\r\n", 1)[0].decode("latin-1")
+
+    @property
+    def method(self) -> str:
+        return self.line.split(" ", 1)[0]
+
+    @property
+    def target(self) -> str:
+        return [*self.line.split(" "), ""][1]
+
+    def headers(self, name: str) -> list[str]:
+        lines = self.head.decode("latin-1").split("\r\n")[1:]
+        prefix = name.lower() + ":"
+        return [line.split(":", 1)[1].strip() for line in lines if line.lower().startswith(prefix)]
+
+
 class LoopbackServer:
-    """A TCP server on loopback with a thread per connection; subclasses ``handle`` one.
+    """A TCP server on loopback with a thread per connection; subclasses answer each
+    connection's first request in ``request``.
 
     Use as a context manager; leaving it closes the listener, sets ``stopping`` (which
     a handler holding a connection waits on) and joins the threads.
@@ -54,6 +81,7 @@ class LoopbackServer:
 
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.stopping = threading.Event()
+        self.lock = threading.Lock()  # for what subclasses record
         self._listener = socket.create_server((host, 0))
         self._threads: list[threading.Thread] = []
 
@@ -62,7 +90,7 @@ class LoopbackServer:
         host, port = self._listener.getsockname()[:2]
         return str(host), int(port)
 
-    def handle(self, client: socket.socket) -> None:
+    def request(self, client: socket.socket, request: Request) -> None:
         raise NotImplementedError
 
     def __enter__(self) -> Self:
@@ -92,4 +120,6 @@ class LoopbackServer:
 
     def _handle(self, client: socket.socket) -> None:
         with client, contextlib.suppress(OSError):
-            self.handle(client)
+            received = read_head(client)
+            if received is not None:
+                self.request(client, Request(*received))
