@@ -23,8 +23,9 @@ class StallingS3(LoopbackServer):
     """``with StallingS3(s3.endpoint_url, is_upload_part) as proxy: proxy.endpoint_url``."""
 
     def __init__(self, upstream_url: str, stall: Callable[[str], bool]) -> None:
-        super().__init__()
         host, _, port = upstream_url.removeprefix("http://").partition(":")
+        # Beside the S3 server: whoever reaches it (a pod on the node) reaches this too.
+        super().__init__(host)
         self.upstream = (host, int(port))
         self.stall = stall
         self.stalled: list[str] = []
