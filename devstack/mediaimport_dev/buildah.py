@@ -76,6 +76,12 @@ class Buildah:
             return None
         return dict(listing[0]) if listing else None
 
+    def image_size(self, name: str) -> int:
+        """Bytes of the image unpacked: the store keeps its layers uncompressed, with sizes."""
+        inspected = json.loads(self.run("inspect", "--type", "image", name))
+        layers = json.loads(inspected["Manifest"])["layers"]
+        return sum(int(layer["size"]) for layer in layers)
+
     def exec_in(self, image: str, command: Sequence[str], *, timeout: float = 120) -> str:
         """Run a command in a throw-away container of image (no kubelet needed)."""
         container = self.run("from", "--pull=never", image).strip()

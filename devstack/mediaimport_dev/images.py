@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from pathlib import Path
 from mediaimport_dev import debian_base, pause, wheelhouse
 from mediaimport_dev.binaries import cache_root
 from mediaimport_dev.buildah import RUNC, Buildah, BuildahError
-from mediaimport_dev.imageinputs import context_files, dockerfile_key
+from mediaimport_dev.imageinputs import Hasher, context_files, dockerfile_key
 
 REPO = Path(__file__).resolve().parents[2]
 # The annotation containerd names an imported image by. Without it, ctr reads
@@ -66,6 +67,12 @@ DOCKERFILE_IMAGES = (
     DockerfileImage(OPERATOR_IMAGE, "operator/Dockerfile", network="none"),
 )
 ALL_IMAGES = (JOB_IMAGE, OPERATOR_IMAGE, PAUSE_IMAGE)
+# Builds kept per image (and wheelhouses): checkouts that share the cache at
+# different commits each find theirs instead of rebuilding in turn.
+KEEP_BUILDS = 3
+# Bumped when how an image is built or recorded changes, so that older builds
+# are redone rather than trusted.
+BUILDER_REVISION = "2"
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,11 @@ class ImageArchive:
     """Content hash of the inputs this build came from."""
     build_seconds: float
     """How long the cold build took (base image and wheelhouse not included)."""
+
+    @property
+    def store_tag(self) -> str:
+        """This build's tag in the buildah store (``buildah_for()``), e.g. for ``exec_in``."""
+        return build_tag(self.name, self.key)
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "archive": str(self.archive)}, indent=2)
@@ -121,12 +133,18 @@ def _record_path(directory: Path, name: str, key: str) -> Path:
 
 def image_keys(repo: Path = REPO) -> dict[str, str]:
     """The content hash of each image's inputs (what decides whether it is rebuilt)."""
-    upstream = (debian_base.recipe_key(debian_base.apt_mirrors()), wheelhouse.wheelhouse_key(repo))
+    upstream = (
+        BUILDER_REVISION,
+        debian_base.recipe_key(debian_base.apt_mirrors()),
+        wheelhouse.wheelhouse_key(repo),
+    )
     keys = {
         image.name: dockerfile_key(repo, image.dockerfile, upstream=upstream)
         for image in DOCKERFILE_IMAGES
     }
-    keys[PAUSE_IMAGE] = pause.pause_key()
+    keys[PAUSE_IMAGE] = Hasher("pause").add_text("builder", BUILDER_REVISION).add_text(
+        "recipe", pause.pause_key()
+    ).hexdigest()
     return keys
 
 
@@ -140,7 +158,19 @@ def _cached(directory: Path, keys: dict[str, str]) -> dict[str, ImageArchive]:
             continue  # never built, or by an older version of this module: build it
         if archive.archive.is_file():
             found[name] = archive
+            _mark_used(record)
     return found
+
+
+def _mark_used(path: Path) -> None:
+    """Recently used builds are the ones kept (checkouts sharing the cache alternate)."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
+def evictable(paths: Iterable[Path], keep: int) -> list[Path]:
+    """All but the ``keep`` most recently used of paths."""
+    return sorted(paths, key=lambda path: path.stat().st_mtime, reverse=True)[keep:]
 
 
 @contextlib.contextmanager
@@ -195,32 +225,42 @@ class _Builder:
 
     def build(self, name: str, key: str) -> ImageArchive:
         started = time.monotonic()
-        current = _record_path(self.directory, name, key)
-        previous = [
-            path for path in (self.directory / "archives").glob(f"{_slug(name)}-*")
-            if path.stem != current.stem
-        ]
         if name == PAUSE_IMAGE:
             self.log(f"building {name}")
             pause.build_pause(self.buildah, self.directory / "pause-src")
         else:
             image = next(image for image in DOCKERFILE_IMAGES if image.name == name)
             self._build_dockerfile(image)
+        # The build's own tag keeps its image in the store (for running commands in
+        # it) while the plain name moves to whatever was built last.
+        self.buildah.run("tag", name, build_tag(name, key))
         archive = self._export(name, key, build_seconds=time.monotonic() - started)
-        for stale in previous:
-            self._forget(stale, keep=archive.image_id)
+        self._evict_builds(name)
         self.log(f"{name}: {format_size(archive.size)} in {archive.build_seconds:.0f} s")
         return archive
+
+    def _evict_builds(self, name: str) -> None:
+        """Keep the last few builds of an image (its archive, record and tag); drop older."""
+        archives = self.directory / "archives"
+        records = list(archives.glob(f"{_slug(name)}-*.json"))
+        for record in evictable(records, KEEP_BUILDS):
+            key = record.stem.rsplit("-", 1)[1]
+            with contextlib.suppress(BuildahError):
+                self.buildah.run("rmi", build_tag(name, key))
+            archives.joinpath(f"{record.stem}.tar").unlink(missing_ok=True)
+            record.unlink(missing_ok=True)
 
     def _wheelhouse(self) -> Path:
         if self._wheels is None:
             path = self.directory / "wheelhouse" / wheelhouse.wheelhouse_key(REPO)
             if not path.is_dir():
-                for old in (self.directory / "wheelhouse").glob("*"):
-                    shutil.rmtree(old, ignore_errors=True)
                 wheelhouse.build_wheelhouse(
                     REPO, path, log=self.log, log_file=self.directory / "logs" / "wheelhouse.log"
                 )
+            _mark_used(path)
+            others = [p for p in (self.directory / "wheelhouse").iterdir() if p.is_dir()]
+            for old in evictable(others, KEEP_BUILDS):
+                shutil.rmtree(old, ignore_errors=True)
             self._wheels = path
         return self._wheels
 
@@ -237,7 +277,7 @@ class _Builder:
         log_file = self.directory / "logs" / f"{_slug(image.name)}.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
         self.log(f"building {image.name} from {image.dockerfile} (log: {log_file})")
-        argv = self.buildah.argv(
+        common = (
             "bud",
             "--runtime", RUNC,
             "--pull=never",
@@ -247,19 +287,30 @@ class _Builder:
             "--build-arg", "PIP_NO_INDEX=1",
             "--build-arg", f"PIP_FIND_LINKS={wheelhouse.MOUNT_POINT}",
             "--file", str(REPO / image.dockerfile),
-            "--tag", image.name,
-            str(context),
         )  # fmt: skip
+        # Each named stage is built and tagged first: a tag keeps that stage's
+        # cached layers (the installed dependencies) alive through the prune below,
+        # which removes every layer no tag leads to (superseded builds).
+        builds: list[tuple[str, ...]] = [
+            (*common, "--target", stage, "--tag", _stage_tag(image.name, stage))
+            for stage in named_stages(REPO / image.dockerfile)
+        ]
+        builds.append((*common, "--tag", image.name))
         try:
             with log_file.open("w") as output:
-                completed = subprocess.run(
-                    argv, stdout=output, stderr=subprocess.STDOUT, timeout=1800, check=False
-                )
+                for build in builds:
+                    completed = subprocess.run(
+                        [*self.buildah.argv(*build), str(context)],
+                        stdout=output, stderr=subprocess.STDOUT, timeout=1800, check=False,
+                    )
+                    if completed.returncode != 0:
+                        tail = log_file.read_text()[-4000:]
+                        raise BuildahError(
+                            f"building {image.name} failed; see {log_file}:\n{tail}"
+                        )
         finally:
             shutil.rmtree(context, ignore_errors=True)
-        if completed.returncode != 0:
-            tail = log_file.read_text()[-4000:]
-            raise BuildahError(f"building {image.name} failed; see {log_file}:\n{tail}")
+        self.buildah.run("rmi", "--prune")
 
     def _export(self, name: str, key: str, *, build_seconds: float) -> ImageArchive:
         archives = self.directory / "archives"
@@ -287,7 +338,7 @@ class _Builder:
             archive=archive_path,
             image_id=image_id,
             manifest_digest=manifest_digest,
-            size=self._unpacked_size(name),
+            size=self.buildah.image_size(name),
             archive_size=archive_path.stat().st_size,
             key=key,
             build_seconds=round(build_seconds, 1),
@@ -298,20 +349,20 @@ class _Builder:
         partial.replace(record)
         return archive
 
-    def _unpacked_size(self, name: str) -> int:
-        """The image's size unpacked: the store keeps its layers uncompressed, with sizes."""
-        inspected = json.loads(self.buildah.run("inspect", "--type", "image", name))
-        layers = json.loads(inspected["Manifest"])["layers"]
-        return sum(int(layer["size"]) for layer in layers)
 
-    def _forget(self, path: Path, *, keep: str) -> None:
-        """Remove a superseded build's file; for its record, also its image in the store."""
-        if path.suffix == ".json":
-            with contextlib.suppress(OSError, ValueError, AttributeError, BuildahError):
-                image_id = json.loads(path.read_text()).get("image_id")
-                if isinstance(image_id, str) and image_id != keep:
-                    self.buildah.run("rmi", image_id.removeprefix("sha256:"))
-        path.unlink(missing_ok=True)
+
+def named_stages(dockerfile: Path) -> list[str]:
+    """The ``FROM ... AS <name>`` stages of a Dockerfile, in order."""
+    return re.findall(r"(?im)^\s*FROM\s+\S+\s+AS\s+(\S+)\s*$", dockerfile.read_text())
+
+
+def _stage_tag(name: str, stage: str) -> str:
+    return f"localhost/mediaimport/build-cache:{_slug(name)}-{stage}"
+
+
+def build_tag(name: str, key: str) -> str:
+    """The store's tag for one build of an image: run commands in exactly that build."""
+    return f"localhost/mediaimport/build:{_slug(name)}-{key}"
 
 
 def _name_layout(layout: Path, name: str) -> tuple[str, str]:

@@ -3,6 +3,7 @@ of the build changes, and only then."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tomllib
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from mediaimport_dev import debian_base, wheelhouse
 from mediaimport_dev.imageinputs import IgnoreFile, IgnoreFileError, context_files, dockerfile_key
-from mediaimport_dev.images import REPO
+from mediaimport_dev.images import REPO, evictable
 
 JOB = "job-image/Dockerfile"
 OPERATOR = "operator/Dockerfile"
@@ -189,3 +190,14 @@ def test_wheelhouse_holds_the_build_backend_and_the_images_extras_only() -> None
     assert set(pyproject["project"]["dependencies"]) <= set(wanted)
     assert set(pyproject["project"]["optional-dependencies"]["operator"]) <= set(wanted)
     assert not [r for r in wanted if r.startswith(("pytest", "mypy", "ruff", "mediaimport"))]
+
+
+def test_the_most_recently_used_builds_are_kept(tmp_path: Path) -> None:
+    paths = []
+    for age, name in enumerate(["newest", "middle", "oldest", "ancient"]):
+        path = tmp_path / name
+        path.write_text(name)
+        os.utime(path, (1_000_000 - age, 1_000_000 - age))
+        paths.append(path)
+    assert evictable(paths, 2) == [tmp_path / "oldest", tmp_path / "ancient"]
+    assert evictable(paths, 5) == []

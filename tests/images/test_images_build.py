@@ -33,11 +33,16 @@ def buildah() -> Buildah:
 
 
 def run_in(buildah: Buildah, image: str, script: str) -> str:
-    return buildah.exec_in(image, ["sh", "-c", script])
+    return buildah.exec_in(tag(image), ["sh", "-c", script])
+
+
+def tag(image: str) -> str:
+    """This checkout's build of the image (the plain name may be another checkout's)."""
+    return images.ensure_images(only=[image])[image].store_tag
 
 
 def image_config(buildah: Buildah, image: str) -> dict[str, object]:
-    inspected = json.loads(buildah.run("inspect", "--type", "image", image))
+    inspected = json.loads(buildah.run("inspect", "--type", "image", tag(image)))
     config: dict[str, object] = inspected["OCIv1"]["config"]
     return config
 
@@ -138,7 +143,7 @@ def test_pause_image_holds_one_static_program_run_as_nobody(
     config = image_config(buildah, images.PAUSE_IMAGE)
     assert config["Entrypoint"] == ["/pause"]
     assert config["User"] == pause.USER
-    container = buildah.run("from", "--pull=never", images.PAUSE_IMAGE).strip()
+    container = buildah.run("from", "--pull=never", tag(images.PAUSE_IMAGE)).strip()
     try:
         root = Path(buildah.run("mount", container).strip())
         assert sorted(p.name for p in root.iterdir()) == ["pause"]
@@ -162,10 +167,10 @@ def test_pause_program_waits_until_sigterm(built: dict[str, images.ImageArchive]
 def test_base_image_carries_the_dockerfiles_from_name(
     built: dict[str, images.ImageArchive], buildah: Buildah
 ) -> None:
-    output = run_in(
-        buildah, "python:3.11-slim-bookworm",
+    output = buildah.exec_in(
+        "python:3.11-slim-bookworm", ["sh", "-c",
         "python --version && python3 -m venv /tmp/v && /tmp/v/bin/pip --version >/dev/null "
-        "&& echo venv-ok && ls /usr/share/man | wc -l",
+        "&& echo venv-ok && ls /usr/share/man | wc -l"],
     )
     version, venv, manuals = output.split("\n")[:3]
     assert version.startswith("Python 3.11.")
