@@ -254,12 +254,17 @@ class _Builder:
         if self._wheels is None:
             path = self.directory / "wheelhouse" / wheelhouse.wheelhouse_key(REPO)
             if not path.is_dir():
+                earlier = [
+                    p for p in path.parent.glob("*")
+                    if p.is_dir() and not p.name.endswith(".partial")
+                ]
                 wheelhouse.build_wheelhouse(
-                    REPO, path, log=self.log, log_file=self.directory / "logs" / "wheelhouse.log"
+                    REPO, path, log=self.log,
+                    log_file=self.directory / "logs" / "wheelhouse.log", earlier=earlier,
                 )
             _mark_used(path)
-            others = [p for p in (self.directory / "wheelhouse").iterdir() if p.is_dir()]
-            for old in evictable(others, KEEP_BUILDS):
+            built = [p for p in path.parent.iterdir() if p.is_dir() and p.suffix != ".partial"]
+            for old in evictable(built, KEEP_BUILDS):
                 shutil.rmtree(old, ignore_errors=True)
             self._wheels = path
         return self._wheels

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,25 +52,40 @@ def wheelhouse_key(repo: Path) -> str:
 
 
 def build_wheelhouse(
-    repo: Path, destination: Path, *, log: Callable[[str], None], log_file: Path
+    repo: Path,
+    destination: Path,
+    *,
+    log: Callable[[str], None],
+    log_file: Path,
+    earlier: Sequence[Path] = (),
 ) -> None:
-    """pip-wheel the dependencies into destination (built atomically: all or nothing)."""
+    """pip-wheel the dependencies into destination (built atomically: all or nothing).
+
+    Resolved from ``earlier`` wheelhouses alone first: a pyproject change that needs
+    no new package (a comment, a looser bound) needs no index. PyPI only otherwise.
+    """
     pyproject = tomllib.loads((repo / "pyproject.toml").read_text())
     staging = destination.with_name(destination.name + ".partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
     log(f"building the wheelhouse for the image builds into {destination}")
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    # The project itself is built inside the image build, from its sources.
+    links = [option for path in earlier for option in ("--find-links", str(path))]
+    attempts = [["--no-index", *links]] if links else []
+    attempts.append(links)
     with log_file.open("w") as output:
-        completed = subprocess.run(
-            [
-                sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check",
-                "--wheel-dir", str(staging), *requirements(pyproject),
-            ],
-            cwd=staging, stdout=output, stderr=subprocess.STDOUT, timeout=1800, check=False,
-        )
+        for options in attempts:
+            if staging.exists():
+                shutil.rmtree(staging)
+            staging.mkdir(parents=True)
+            # The project itself is built inside the image build, from its sources.
+            completed = subprocess.run(
+                [
+                    sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check",
+                    "--wheel-dir", str(staging), *options, *requirements(pyproject),
+                ],
+                cwd=staging, stdout=output, stderr=subprocess.STDOUT, timeout=1800, check=False,
+            )
+            if completed.returncode == 0:
+                break
     if completed.returncode != 0:
         tail = log_file.read_text()[-3000:]
         raise RuntimeError(f"pip wheel failed ({completed.returncode}); see {log_file}:\n{tail}")
