@@ -108,7 +108,7 @@ def test_a_cancelled_import_leaves_no_multipart_upload_even_when_s3_stalls(env: 
         prefix = f"media/user-1/{uid}/"
         s3 = env.s3.client()
         eventually(lambda: s3.list_objects_v2(Bucket=env.bucket, Prefix=prefix).get("KeyCount"),
-                   timeout=90, what="the thumbnail to be stored while the parts hang")
+                   timeout=240, what="the thumbnail to be stored while the parts hang")
         assert stalling.stalled
         assert s3.list_multipart_uploads(Bucket=env.bucket).get("Uploads")
         (job,) = env.jobs(**{"mediaimport.dev/import-uid": uid})
