@@ -7,8 +7,10 @@
 - Every write is an idempotent upsert keyed by the asset id. A terminal row
   (ready/failed) is never moved back to uploading, and a row that another user or
   another MediaImport owns is never overwritten (reported as a conflict).
-- Any connection problem surfaces as ``DatabaseUnavailable``: callers keep going
-  in Kubernetes and retry the write later.
+- Any connection problem surfaces as ``DatabaseUnavailable``, any other refusal of
+  the database (a value jsonb cannot hold, a constraint, a schema that drifted) as
+  ``RowRejected``: both are ``DatabaseError``, so callers keep going in Kubernetes,
+  report it, and retry the write later.
 """
 
 from __future__ import annotations
@@ -38,8 +40,16 @@ MIGRATION_LOCK_ID = 0x6D65_6469_6169_6D70
 _MIGRATION_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
-class DatabaseUnavailable(Exception):  # noqa: N818 - a condition, not a programming error
+class DatabaseError(Exception):
+    """A write or read of media_assets did not happen."""
+
+
+class DatabaseUnavailable(DatabaseError):  # noqa: N818 - a condition, not a programming error
     """Postgres could not be reached or answered with a connection-level error."""
+
+
+class RowRejected(DatabaseError):  # noqa: N818 - a condition, not a programming error
+    """Postgres answered, and refused the statement (data, constraint or schema)."""
 
 
 class UpsertOutcome(enum.Enum):
@@ -164,10 +174,13 @@ class Database:
                 yield conn
         except (PoolTimeout, psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise DatabaseUnavailable(str(exc).strip() or type(exc).__name__) from exc
+        except psycopg.Error as exc:
+            raise RowRejected(str(exc).strip() or type(exc).__name__) from exc
 
     def connection(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
         """A pooled connection (autocommit; ``conn.transaction()`` for more than one
-        statement); DatabaseUnavailable when Postgres cannot be reached."""
+        statement); DatabaseUnavailable when Postgres cannot be reached, RowRejected when
+        it refuses a statement."""
         return self._connection()
 
     async def ensure_schema(self) -> list[str]:
@@ -282,7 +295,9 @@ class Database:
 __all__ = [
     "IMPORT_KEY",
     "Database",
+    "DatabaseError",
     "DatabaseUnavailable",
+    "RowRejected",
     "UpsertOutcome",
     "row_params",
     "upsert_on",

@@ -7,26 +7,28 @@ exists, and tests can build an operator without import-time side effects.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import functools
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import aiohttp
 import kopf
 
-from .db import Database, DatabaseUnavailable
+from . import metrics
+from .db import Database, DatabaseError
 from .jobs import MANAGED_BY
-from .kube import ApiError, Json, Kube
-from .model import GROUP, PLURAL, VERSION, MediaImport, MediaImportStatus, Phase
+from .kube import ApiError, Fenced, Json, Kube
+from .model import GROUP, PLURAL, VERSION, MediaImport, Phase
 from .objects import ObjectStore
 from .reconcile import Reconciler, RetryLater
+from .retries import RetryQueue, Work
 from .settings import Settings
-from .status import Event, needs_recording
+from .status import Event
+from .supervisor import Supervisor, repeat
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,13 @@ FINALIZER = "mediaimport.dev/finalizer"
 ANNOTATION_PREFIX = "mediaimport.dev"
 JOB_SELECTOR = {"app.kubernetes.io/managed-by": MANAGED_BY}
 # What a later attempt may not meet again: the API server or the network, for a while.
-TRANSIENT = (RetryLater, ApiError, OSError, TimeoutError, aiohttp.ClientError)
+TRANSIENT = (RetryLater, ApiError, OSError, TimeoutError, aiohttp.ClientError, Fenced)
+# The background loops that run while kopf does (the Lease's runs longer: see main.py).
+SWEEP_LOOP = "orphan-sweep"
+RETRY_LOOP = "retries"
+RESYNC_LOOP = "resync"
+# Errors of the outside world: logged without a traceback.
+EXPECTED = (*TRANSIENT, DatabaseError)
 
 
 @dataclass
@@ -45,8 +53,8 @@ class Runtime:
     kube: Kube
     db: Database | None
     reconciler: Reconciler
+    supervisor: Supervisor
     objects: ObjectStore = field(default_factory=ObjectStore)
-    background: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 class SpecDigestStorage(kopf.AnnotationsDiffBaseStorage):
@@ -72,7 +80,7 @@ def post_event(body: Json, event: Event) -> None:
     kopf.event(cast(Any, body), type=event.type, reason=event.reason, message=event.message)
 
 
-def build_runtime(settings: Settings) -> Runtime:
+def build_runtime(settings: Settings, supervisor: Supervisor) -> Runtime:
     kube = Kube(concurrency=settings.concurrency, timeout=settings.api_timeout)
     db = (
         Database(
@@ -83,8 +91,11 @@ def build_runtime(settings: Settings) -> Runtime:
         if settings.database_url
         else None
     )
-    reconciler = Reconciler(settings=settings, kube=kube, db=db, post_event=post_event)
-    return Runtime(settings=settings, kube=kube, db=db, reconciler=reconciler)
+    retries = RetryQueue(base=settings.record_retry_interval, cap=settings.retry_max_interval)
+    reconciler = Reconciler(settings=settings, kube=kube, db=db, post_event=post_event,
+                            retries=retries)
+    return Runtime(settings=settings, kube=kube, db=db, reconciler=reconciler,
+                   supervisor=supervisor)
 
 
 def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:  # noqa: PLR0915
@@ -133,63 +144,88 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:  # noqa
         if runtime.db is not None:
             try:
                 await runtime.db.ensure_schema()
-            except DatabaseUnavailable as error:
+            except DatabaseError as error:
                 log.warning("database unavailable at start; migrations run on first use",
                             extra={"error": str(error)})
-        runtime.background.append(asyncio.create_task(_sweep_forever(runtime)))
+        loops = {
+            SWEEP_LOOP: (sweep, ours.orphan_sweep_interval),
+            RETRY_LOOP: (retry_due, min(1.0, ours.record_retry_interval)),
+            RESYNC_LOOP: (resync, ours.resync_interval),
+        }
+        for name, (work, interval) in loops.items():
+            runtime.supervisor.start(name, functools.partial(
+                repeat, name, work, interval, expected=EXPECTED))
+
+    async def sweep() -> None:
+        """Rows of imports deleted while no operator watched (or the database was down)."""
+        cancelled = await rec.sweep_orphans()
+        if cancelled:
+            log.info("cancelled rows of deleted imports", extra={"rows": cancelled})
+
+    async def retry_due() -> None:
+        """Whatever the retry queue holds whose time has come (see retries.py)."""
+        for work in Work:
+            metrics.RETRY_QUEUE.labels(work.value).set(len(rec.retries.pending(work)))
+        for entry in rec.retries.take_due():
+            try:
+                if entry.work is Work.START:
+                    body = rec.latest(entry.namespace, entry.name)
+                    if body is not None and body["metadata"].get("uid") == entry.uid:
+                        await begin(body, entry.attempt)
+                elif entry.work is Work.SYNC:
+                    await rec.sync(entry.namespace, entry.name)
+                elif entry.body is not None:
+                    await rec.record_deleted(entry.body)
+            except Exception as error:  # every failure is retried, none ends the round
+                log.warning("retry failed; trying again later",
+                            extra={"work": entry.work.value, "mediaimport": entry.name,
+                                   "namespace": entry.namespace, "attempt": entry.attempt,
+                                   "error": f"{type(error).__name__}: {error}"},
+                            exc_info=not isinstance(error, EXPECTED))
+                rec.retries.add(entry.work, entry.namespace, entry.name, entry.uid,
+                                attempt=entry.attempt + 1, body=entry.body)
+
+    async def resync() -> None:
+        """Converge every live import again, in case a watch event was missed."""
+        for body in rec.live():
+            meta = body["metadata"]
+            if not (body.get("status") or {}).get("phase"):
+                # Never started, and not being started (or queued to be) either.
+                if rec.wants_start("MODIFIED", body):
+                    await begin(body)
+                continue
+            try:
+                await rec.sync(meta["namespace"], meta["name"], cached=True)
+            except Exception as error:  # queued, and the resync goes on
+                log.warning("resync of an import failed; retrying",
+                            extra={"mediaimport": meta["name"], "namespace": meta["namespace"],
+                                   "error": f"{type(error).__name__}: {error}"})
+                rec.retries.add(Work.SYNC, meta["namespace"], meta["name"], meta["uid"])
 
     @kopf.on.cleanup(registry=registry)
     async def close(**_: Any) -> None:
-        runtime.background.extend(retries)
-        for task in runtime.background:
-            task.cancel()
-        for task in runtime.background:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await runtime.supervisor.stop(SWEEP_LOOP, RETRY_LOOP, RESYNC_LOOP)
         if runtime.db is not None:
             await runtime.db.close()
         await runtime.kube.close()
-
-    retries: set[asyncio.Task[None]] = set()
-
-    def later(delay: float, work: Callable[[], Awaitable[None]]) -> None:
-        """Run ``work`` after ``delay`` seconds, as a task cancelled at clean-up."""
-
-        async def run() -> None:
-            await asyncio.sleep(delay)
-            await work()
-
-        task = asyncio.create_task(run())
-        retries.add(task)
-        task.add_done_callback(retries.discard)
-
-    def retry_later(job: Json, attempt: int) -> None:
-        """Event handlers are not retried by kopf: the last event of a finished Job must
-        not be lost to one failed API call, so its import is converged again later."""
-        meta = job.get("metadata", {})
-        owner = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
-        if owner is None:
-            return
-
-        async def again() -> None:
-            try:
-                await rec.sync(meta.get("namespace", ""), owner["name"])
-            except TRANSIENT as error:
-                log.warning("job event retry failed", extra={"error": str(error),
-                                                             "attempt": attempt})
-                if attempt < 10:
-                    retry_later(job, attempt + 1)
-
-        later(min(60.0, 2.0**attempt), again)
 
     @kopf.on.event("batch", "v1", "jobs", labels=JOB_SELECTOR, registry=registry)
     async def job_changed(event: kopf.RawEvent, **_: Any) -> None:
         job = cast(Json, event["object"])
         try:
             await rec.job_event(event.get("type"), job)
-        except TRANSIENT as error:
-            log.warning("job event not handled; retrying", extra={"error": str(error)})
-            retry_later(job, 1)
+        except Exception as error:
+            # Event handlers are not retried by kopf: the last event of a finished Job
+            # must not be lost to one failed call, so its import is converged again later.
+            log.warning("job event not handled; retrying",
+                        extra={"error": f"{type(error).__name__}: {error}"},
+                        exc_info=not isinstance(error, EXPECTED))
+            meta = job.get("metadata", {})
+            owner = next((r for r in meta.get("ownerReferences") or []
+                          if r.get("controller")), None)
+            if owner is not None:
+                rec.retries.add(Work.SYNC, meta.get("namespace", ""), owner["name"],
+                                owner.get("uid", ""))
 
     @kopf.on.event("", "v1", "pods", labels=JOB_SELECTOR, registry=registry)
     async def pod_changed(event: kopf.RawEvent, **_: Any) -> None:
@@ -197,33 +233,28 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:  # noqa
         # not when the Job's deadline passes; the Job itself does not tell.
         try:
             await rec.pod_event(event.get("type"), cast(Json, event["object"]))
-        except TRANSIENT as error:
-            log.warning("pod event not handled", extra={"error": str(error)})
-
-    def start_later(namespace: str, name: str, uid: str, attempt: int, delay: float) -> None:
-        """Start an import again after a failed attempt, from the latest body seen (a
-        deleted or re-created import is left alone)."""
-
-        async def again() -> None:
-            body = rec.latest(namespace, name)
-            if body is not None and body["metadata"].get("uid") == uid:
-                await begin(body, attempt + 1)
-
-        later(delay, again)
+        except Exception as error:  # the resync and the Job's own events converge it later
+            log.warning("pod event not handled",
+                        extra={"error": f"{type(error).__name__}: {error}"},
+                        exc_info=not isinstance(error, EXPECTED))
 
     async def begin(body: Json, attempt: int = 1) -> None:
         try:
             await rec.start(body)
-        except TRANSIENT as error:
-            delay = error.delay if isinstance(error, RetryLater) else min(60.0, 2.0**attempt)
+        except Exception as error:
+            delay = rec.retries.delay(attempt)
+            if isinstance(error, RetryLater):
+                delay = max(delay, error.delay)
             meta = body["metadata"]
             log.warning("import not started; retrying",
                         extra={"mediaimport": meta.get("name"), "namespace": meta.get("namespace"),
-                               "error": str(error), "attempt": attempt, "delay_s": delay})
+                               "error": f"{type(error).__name__}: {error}", "attempt": attempt,
+                               "delay_s": delay},
+                        exc_info=not isinstance(error, EXPECTED))
             message = f"Could not start the import ({error}); retrying in {delay:g}s."
             post_event(body, Event("Warning", "StartRetry", message))
-            start_later(meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", ""),
-                        attempt, delay)
+            rec.retries.add(Work.START, meta.get("namespace", ""), meta.get("name", ""),
+                            meta.get("uid", ""), attempt=attempt + 1, delay=delay)
 
     # Imports are started from the watch events themselves rather than kopf's
     # on.create/on.resume: those record their progress in an annotation, one more write
@@ -239,27 +270,6 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:  # noqa
             await rec.deleted(body)
         elif rec.wants_start(kind, body):
             await begin(body)
-
-    def _behind(status: kopf.Status, **_: Any) -> bool:
-        try:
-            return needs_recording(MediaImportStatus.model_validate(dict(status)))
-        except ValueError:
-            return False
-
-    @kopf.timer(
-        *resource,
-        id="record",
-        interval=settings.record_retry_interval,
-        initial_delay=settings.record_retry_interval,
-        when=_behind,
-        registry=registry,
-    )
-    async def record(name: str, namespace: str | None, **_: Any) -> None:
-        # The row could not be written (Postgres down): converge again until it is.
-        try:
-            await rec.sync(namespace or "", name)
-        except TRANSIENT as error:
-            log.warning("record retry failed", extra={"error": str(error)})
 
     if settings.delete_objects_on_delete:
 
@@ -282,22 +292,10 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:  # noqa
             if runtime.db is not None:
                 try:
                     await runtime.db.mark_deleted(mi.asset_id, mi.ref.uid)
-                except DatabaseUnavailable as error:
+                except DatabaseError as error:
                     raise kopf.TemporaryError(
                         f"database unavailable: {error}", delay=settings.record_retry_interval
                     ) from error
-
-
-async def _sweep_forever(runtime: Runtime) -> None:
-    """Rows of imports deleted while no operator watched (or the database was down)."""
-    while True:
-        try:
-            cancelled = await runtime.reconciler.sweep_orphans()
-            if cancelled:
-                log.info("cancelled rows of deleted imports", extra={"rows": cancelled})
-        except (DatabaseUnavailable, ApiError, OSError, TimeoutError) as error:
-            log.info("orphan sweep postponed", extra={"error": str(error)})
-        await asyncio.sleep(runtime.settings.orphan_sweep_interval)
 
 
 def _plain(body: kopf.Body) -> Json:

@@ -24,12 +24,14 @@ class HealthServer:
         alive: Callable[[], bool],
         ready: Callable[[], bool],
         role: Callable[[], str],
+        loops: Callable[[], dict[str, str]] = dict,
     ) -> None:
         self.host = host
         self.port = port
         self._alive = alive
         self._ready = ready
         self._role = role
+        self._loops = loops
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -54,7 +56,7 @@ class HealthServer:
     async def _healthz(self, _: web.Request) -> web.Response:
         ok = self._alive()
         return web.json_response(
-            {"status": "ok" if ok else "unhealthy", "role": self._role()},
+            {"status": "ok" if ok else "unhealthy", "role": self._role(), "loops": self._loops()},
             status=200 if ok else 503,
         )
 

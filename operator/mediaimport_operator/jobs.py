@@ -14,6 +14,8 @@ LABEL_IMPORT_UID = "mediaimport.dev/import-uid"
 ANNOTATION_ASSET_ID = "mediaimport.dev/asset-id"
 ANNOTATION_USER_ID = "mediaimport.dev/user-id"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+# Set by the Job controller on each pod: the uid of the Job that created it.
+CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
 CONTAINER_NAME = "import"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 # The job's exit code for "this can never succeed" (mediaimport_job.result.ExitCode.PERMANENT).
@@ -207,7 +209,9 @@ def build_job(mi: MediaImport, settings: Settings) -> dict[str, Any]:
         "spec": {
             "backoffLimit": settings.backoff_limit,
             "activeDeadlineSeconds": settings.deadline_for(mi.spec.type),
-            "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
+            # No ttlSecondsAfterFinished yet: the result lives in the pod's termination
+            # message, so the Job stays until the operator has it in the status (then
+            # it sets the TTL: reconcile.Reconciler._release_job).
             "podFailurePolicy": {
                 "rules": [
                     # The job exits 2 for what no retry can fix (404, not media, too large).

@@ -58,6 +58,10 @@ class ApiError(Exception):
         return self.status == 409
 
 
+class Fenced(Exception):  # noqa: N818 - a state, not a programming error
+    """This replica no longer leads: it sends nothing but Lease requests."""
+
+
 @dataclass
 class _Connection:
     server: str
@@ -107,6 +111,11 @@ class Kube:
         # (measured in bench/operator_throughput.py: the API server is the bottleneck).
         self.lanes = Lanes(concurrency)
         self._session: aiohttp.ClientSession | None = None
+        self.fenced = False
+
+    def fence(self) -> None:
+        """Refuse every request from now on but the Lease's (leadership was lost)."""
+        self.fenced = True
 
     async def close(self) -> None:
         if self._session is not None:
@@ -146,6 +155,8 @@ class Kube:
         content_type: str = "application/json",
         lane: Lane = Lane.WORK,
     ) -> Json:
+        if self.fenced and lane is not Lane.LEASE:
+            raise Fenced(f"{method} {path}: this replica no longer leads")
         headers = self._headers()
         data = None
         if body is not None:

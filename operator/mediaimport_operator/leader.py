@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,31 +67,63 @@ class LeaderElector:
                     self.is_leader = True
                     metrics.LEADER.set(1)
                     return
-            except (ApiError, OSError, TimeoutError) as error:
-                log.warning("lease not reachable", extra={"error": str(error)})
+            except Exception as error:  # keep standing by, whatever failed
+                log.warning("lease not reachable",
+                            extra={"error": f"{type(error).__name__}: {error}"})
             if not announced:
                 log.info("standing by: another replica holds the lease",
                          extra={"lease": f"{self.namespace}/{self.name}"})
                 announced = True
             await asyncio.sleep(self.retry_period)
 
-    async def hold(self, on_lost: Callable[[], None]) -> None:
-        """Renew every retry period; call ``on_lost`` once renewal failed for too long."""
-        while True:
-            await asyncio.sleep(self.retry_period)
-            try:
-                renewed = await self._try_acquire_or_renew()
-            except (ApiError, OSError, TimeoutError) as error:
-                log.warning("lease renewal failed", extra={"error": str(error)})
-                renewed = False
-            if renewed:
-                continue
-            if time.monotonic() - self._last_renew > self.renew_deadline or not self._held():
-                log.error("lost the leader lease: stopping", extra={"lease": self.name})
-                self.is_leader = False
-                metrics.LEADER.set(0)
-                on_lost()
-                return
+    async def hold(self) -> None:
+        """Renew every retry period; return once leadership is lost.
+
+        Each attempt may take only the time left before the renew deadline, counted
+        from the send of the last renewal that succeeded: a request that hangs (a
+        server that stopped answering) cannot keep this replica acting past the
+        deadline, and the deadline passes before the lease can expire for anyone
+        else (``lease_duration`` > ``renew_deadline``, both measured from our send
+        or later). Any error of an attempt is a failed attempt, never the end of
+        this loop; its end is the end of leadership (``lose``), except when it is
+        cancelled for a clean stop (then ``release`` gives the Lease up).
+        """
+        try:
+            while True:
+                left = self._deadline_left()
+                await asyncio.sleep(min(self.retry_period, max(0.0, left)))
+                left = self._deadline_left()
+                if left <= 0:
+                    log.error("lease not renewed within the renew deadline",
+                              extra={"lease": self.name, "deadline_s": self.renew_deadline})
+                    break
+                try:
+                    async with asyncio.timeout(left):
+                        renewed = await self._try_acquire_or_renew()
+                except Exception as error:  # every failure is a failed attempt
+                    log.warning("lease renewal failed",
+                                extra={"error": f"{type(error).__name__}: {error}",
+                                       "deadline_left_s": round(self._deadline_left(), 3)})
+                    continue
+                if not renewed and not self._held():
+                    log.error("another replica holds the lease", extra={"lease": self.name})
+                    break
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            self.lose()
+            raise
+        self.lose()
+
+    def _deadline_left(self) -> float:
+        return self._last_renew + self.renew_deadline - time.monotonic()
+
+    def lose(self) -> None:
+        """Leadership ends here (whatever ended it); idempotent."""
+        if self.is_leader:
+            log.error("lost the leader lease: stopping", extra={"lease": self.name})
+        self.is_leader = False
+        metrics.LEADER.set(0)
 
     def _held(self) -> bool:
         return self._observed is not None and self._observed[0] == self.identity
@@ -113,10 +144,12 @@ class LeaderElector:
                     "PUT", lease_path(self.namespace, self.name), body={**lease, "spec": spec},
                     lane=Lane.LEASE,
                 )
-        except (ApiError, OSError, TimeoutError) as error:
-            log.warning("could not release the lease", extra={"error": str(error)})
+        except Exception as error:  # the lease then expires by itself
+            log.warning("could not release the lease",
+                        extra={"error": f"{type(error).__name__}: {error}"})
 
     async def _try_acquire_or_renew(self) -> bool:
+        sent = time.monotonic()  # the deadline counts from here, not from the answer
         now = datetime.now(UTC)
         lease = await self.kube.get(lease_path(self.namespace, self.name), lane=Lane.LEASE)
         mine = {
@@ -139,7 +172,7 @@ class LeaderElector:
                 if error.conflict:
                     return False
                 raise
-            self._renewed(mine)
+            self._renewed(mine, sent)
             return True
 
         spec = lease.get("spec") or {}
@@ -168,10 +201,10 @@ class LeaderElector:
             if error.conflict:
                 return False
             raise
-        self._renewed(mine)
+        self._renewed(mine, sent)
         return True
 
-    def _renewed(self, spec: Json) -> None:
+    def _renewed(self, spec: Json, sent: float) -> None:
         self._observed = (spec["holderIdentity"], spec["renewTime"], spec["leaseDurationSeconds"])
         self._observed_at = time.monotonic()
-        self._last_renew = time.monotonic()
+        self._last_renew = sent

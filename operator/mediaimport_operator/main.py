@@ -1,9 +1,9 @@
 """Entry point: ``python -m mediaimport_operator`` (or the ``mediaimport-operator`` script).
 
 Order of things: logging → health/metrics server → (standby until) the leader
-Lease → kopf with our registry, stopped when the Lease is lost. Exit codes:
-0 after a clean stop (SIGTERM), 1 when leadership was lost (the pod restarts and
-stands by again).
+Lease → kopf with our registry, stopped when the Lease is lost (or any other
+essential background task ends). Exit codes: 0 after a clean stop (SIGTERM), 1
+when leadership was lost (the pod restarts and stands by again).
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ from .handlers import build_runtime, register
 from .health import HealthServer
 from .leader import LeaderElector
 from .settings import Settings
+from .supervisor import Supervisor
 
 log = logging.getLogger("mediaimport_operator")
+# How long kopf may take to stop once leadership is lost, before it is cancelled.
+_STOP_GRACE_S = 3.0
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -37,10 +40,22 @@ def _configure_logging(settings: Settings) -> None:
 
 
 async def run(settings: Settings) -> int:
-    runtime = build_runtime(settings)
     stop_flag = asyncio.Event()
     ready_flag = asyncio.Event()
-    lost = asyncio.Event()
+    ended: list[str] = []
+    operator_task: asyncio.Task[None] | None = None
+
+    def essential_ended(name: str) -> None:
+        # Leadership is over: no request of ours may go out any more (a standby may be
+        # taking over), kopf is told to stop, and is cut short if it does not.
+        ended.append(name)
+        runtime.kube.fence()
+        stop_flag.set()
+        if operator_task is not None:
+            asyncio.get_running_loop().call_later(_STOP_GRACE_S, operator_task.cancel)
+
+    supervisor = Supervisor(essential_ended)
+    runtime = build_runtime(settings, supervisor)
     elector = (
         LeaderElector(
             runtime.kube,
@@ -54,7 +69,6 @@ async def run(settings: Settings) -> int:
         if settings.leader_election
         else None
     )
-    operator_task: asyncio.Task[None] | None = None
 
     def role() -> str:
         if elector is None:
@@ -62,24 +76,19 @@ async def run(settings: Settings) -> int:
         return "leader" if elector.is_leader else "standby"
 
     def alive() -> bool:
-        return not lost.is_set() and (operator_task is None or not operator_task.done())
+        return supervisor.healthy() and (operator_task is None or not operator_task.done())
 
     health = HealthServer(
         settings.http_host, settings.http_port, alive=alive,
         ready=lambda: ready_flag.is_set() or role() == "standby", role=role,
+        loops=supervisor.states,
     )
     await health.start()
     log.info("health and metrics server listening", extra={"port": health.port})
-    hold: asyncio.Task[None] | None = None
     try:
         if elector is not None:
             await elector.acquire()
-
-            def on_lost() -> None:
-                lost.set()
-                stop_flag.set()
-
-            hold = asyncio.create_task(elector.hold(on_lost))
+            supervisor.start("lease", elector.hold, essential=True)
         registry = kopf.OperatorRegistry()
         register(registry, runtime)
         operator_task = asyncio.create_task(
@@ -93,15 +102,19 @@ async def run(settings: Settings) -> int:
                 memo=kopf.Memo(runtime=runtime),
             )
         )
-        await operator_task
+        try:
+            await operator_task
+        except asyncio.CancelledError:
+            if not ended:
+                raise
+            log.warning("kopf did not stop in time; cut short")
     finally:
-        if hold is not None:
-            hold.cancel()
-        if elector is not None and not lost.is_set():
+        await supervisor.stop()
+        if elector is not None and not ended:
             await elector.release()
         await health.stop()
         await runtime.kube.close()
-    return 1 if lost.is_set() else 0
+    return 1 if ended else 0
 
 
 def settings_from(argv: list[str]) -> Settings:

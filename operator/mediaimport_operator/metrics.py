@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .db import UpsertOutcome
+from .retries import Work
 from .status import REASON_IMPORTED
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -12,6 +13,7 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 # Label values: the outcome of an import, and the row-write result beside UpsertOutcome's.
 OUTCOME_READY, OUTCOME_FAILED = "ready", "failed"
 ROW_UNAVAILABLE = "unavailable"
+ROW_REJECTED = "rejected"
 
 IMPORTS = Counter(
     "mediaimport_imports",
@@ -38,13 +40,25 @@ JOBS_CREATED = Counter(
 )
 ROW_WRITES = Counter(
     "mediaimport_row_writes",
-    "media_assets writes by result (written, terminal, conflict, unavailable).",
+    "media_assets writes by result (written, terminal, conflict, unavailable, rejected).",
     ["result"],
     registry=REGISTRY,
 )
 LEADER = Gauge(
     "mediaimport_operator_leader",
     "1 while this replica holds the leader Lease and acts, else 0.",
+    registry=REGISTRY,
+)
+RETRY_QUEUE = Gauge(
+    "mediaimport_retry_queue",
+    "Work waiting in the retry queue, by kind (start, sync, record-deleted).",
+    ["work"],
+    registry=REGISTRY,
+)
+LOOP_ERRORS = Counter(
+    "mediaimport_background_errors",
+    "Failed rounds and ended tasks of the operator's background loops, by loop.",
+    ["loop"],
     registry=REGISTRY,
 )
 
@@ -54,5 +68,7 @@ LEADER = Gauge(
 IMPORTS.labels(OUTCOME_READY, REASON_IMPORTED)
 for _outcome in (OUTCOME_READY, OUTCOME_FAILED):
     IMPORT_DURATION.labels(_outcome)
-for _result in [*(o.value for o in UpsertOutcome), ROW_UNAVAILABLE]:
+for _result in [*(o.value for o in UpsertOutcome), ROW_UNAVAILABLE, ROW_REJECTED]:
     ROW_WRITES.labels(_result)
+for _work in Work:
+    RETRY_QUEUE.labels(_work.value)

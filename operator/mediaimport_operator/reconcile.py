@@ -10,7 +10,6 @@ writer makes us re-read and derive again instead of overwriting newer state.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,9 +17,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import metrics
-from .db import Database, DatabaseUnavailable, UpsertOutcome
+from .db import Database, DatabaseError, RowRejected, UpsertOutcome
 from .jobs import (
     ANNOTATION_ASSET_ID,
+    CONTROLLER_UID_LABEL,
     LABEL_IMPORT_NAME,
     LABEL_IMPORT_UID,
     build_job,
@@ -28,14 +28,17 @@ from .jobs import (
 )
 from .kube import ApiError, Json, Kube, job_path, mediaimport_path, pods_path
 from .lanes import Lane
-from .model import KIND, SUCCEEDED, MediaImport, MediaImportStatus, Phase
+from .model import KIND, RECORDED, SUCCEEDED, MediaImport, MediaImportStatus, Phase
 from .records import RowStatus, row_for, row_status
+from .retries import RetryQueue, Work
 from .settings import Settings
 from .status import (
+    FINAL_RECORDED,
     POD_PROBLEM_REASONS,
     REASON_ASSET_ID_CONFLICT,
     REASON_DATABASE_UNAVAILABLE,
     REASON_RECORDING_DISABLED,
+    REASON_ROW_REJECTED,
     REASON_ROW_UP_TO_DATE,
     Decision,
     Event,
@@ -72,26 +75,35 @@ class Reconciler:
     kube: Kube
     db: Database | None
     post_event: PostEvent
+    retries: RetryQueue = field(default_factory=lambda: RetryQueue(base=2.0, cap=120.0))
     clock: Callable[[], datetime] = utcnow
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _job_digests: dict[str, tuple[Any, ...]] = field(default_factory=dict)
-    # The latest MediaImport bodies seen through kopf's watch: a Job event then needs no
-    # GET. A stale body only costs a 409 on the status write, then a fresh read.
+    # The latest bodies of live (not yet finished) MediaImports seen through kopf's watch,
+    # cut to what the operator reads (``_essentials``): a Job event then needs no GET, and
+    # the resync knows what to look at. A stale body only costs a 409 on the status write,
+    # then a fresh read. Finished imports are not kept: memory follows the work in flight,
+    # not the number of MediaImports in the cluster.
     _seen: dict[str, Json] = field(default_factory=dict)
     _in_flight: set[str] = field(default_factory=set)
 
     def observe(self, event_type: str | None, body: Json) -> None:
-        """Remember the latest body of a MediaImport (called for every watch event)."""
+        """Remember the latest body of a live MediaImport (called for every watch event)."""
         meta = body.get("metadata", {})
         key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
-        if event_type == "DELETED":
+        if event_type == "DELETED" or _terminal_raw(body):
             self._seen.pop(key, None)
         else:
-            self._seen[key] = body
+            self._seen[key] = _essentials(body)
 
     def latest(self, namespace: str, name: str) -> Json | None:
-        """The latest body of a MediaImport seen through the watch (None: gone or unseen)."""
+        """The latest body of a live MediaImport seen through the watch (None: finished,
+        gone or unseen)."""
         return self._seen.get(f"{namespace}/{name}")
+
+    def live(self) -> list[Json]:
+        """The latest bodies of every live MediaImport seen."""
+        return list(self._seen.values())
 
     def wants_start(self, event_type: str | None, body: Json) -> bool:
         uid = body.get("metadata", {}).get("uid", "")
@@ -110,45 +122,43 @@ class Reconciler:
             return
         self._track(mi.ref.uid)
         async with self._lock(mi.ref.namespace, mi.ref.name):
-            # The row is claimed while the Job is created (both idempotent): an asset id
-            # that belongs to another user or import fails the import, and its Job —
-            # which cannot have started yet, and writes only under this user's own
-            # prefix anyway — is deleted again.
-            claim, job = await asyncio.gather(self._claim(mi), self._ensure_job(mi))
+            # The asset id is claimed (its row written) before the Job exists: a Job writes
+            # under media/{user}/{asset id}/, and deletes what it wrote when it fails, so
+            # only the import that holds the claim may have one.
+            claim = await self._claim(mi)
             if claim is UpsertOutcome.CONFLICT:
-                await self._delete_job(job)
                 await self._fail_conflict(mi)
                 return
+            failed = claim if isinstance(claim, DatabaseError) else None
+            if failed is not None and mi.asset_id != mi.ref.uid:
+                # An asset id named in the spec may belong to another import: without the
+                # claim, no Job. (The default, the import's own uid, is no one else's.)
+                raise RetryLater(
+                    f"asset id {mi.asset_id} cannot be claimed yet ({_first_line(str(failed))})",
+                    delay=self.retries.delay(1),
+                )
+            job = await self._ensure_job(mi)
             written: RowStatus | None = "uploading" if claim is UpsertOutcome.WRITTEN else None
-            # Just failed: the record timer retries, this write does not wait again.
-            failed = claim if isinstance(claim, DatabaseUnavailable) else None
+            # Just failed: the retry queue tries again, this write does not wait again.
             await self._sync(mi.ref.namespace, mi.ref.name, job=job, written=written, body=body,
                              db_error=failed)
 
-    async def _claim(self, mi: MediaImport) -> UpsertOutcome | DatabaseUnavailable | None:
+    async def _claim(self, mi: MediaImport) -> UpsertOutcome | DatabaseError | None:
         """Write the uploading row of a new import (None: nothing to claim)."""
         if self.db is None or mi.status.phase is not None:
             return None
         try:
             outcome = await self.db.upsert(row_for(mi, mi.status))
-        except DatabaseUnavailable as error:
-            metrics.ROW_WRITES.labels(metrics.ROW_UNAVAILABLE).inc()
+        except DatabaseError as error:
+            metrics.ROW_WRITES.labels(_row_error_label(error)).inc()
             log.warning(
-                "database unavailable; the row is written later",
+                "the row could not be written; it is written later",
                 extra={"mediaimport": mi.ref.name, "namespace": mi.ref.namespace,
-                       "error": str(error)},
+                       "error": _first_line(str(error))},
             )
             return error
         metrics.ROW_WRITES.labels(outcome.value).inc()
         return outcome
-
-    async def _delete_job(self, job: Json) -> None:
-        meta = job["metadata"]
-        with contextlib.suppress(ApiError):
-            await self.kube.request(
-                "DELETE", job_path(meta["namespace"], meta["name"]),
-                body={"propagationPolicy": "Background"},
-            )
 
     async def sync(
         self, namespace: str, name: str, *, job: Json | None = None, cached: bool = False
@@ -218,12 +228,45 @@ class Reconciler:
             await self._sync(namespace, name, body=body, check_pods=True)
 
     async def deleted(self, body: Json) -> None:
-        """A MediaImport is gone: a row still uploading is failed as cancelled."""
+        """A MediaImport is gone: a row still uploading is failed as cancelled, and the row
+        of a finished import that was behind is written from the deleted body."""
         mi = MediaImport.from_body(body)
+        namespace, name = mi.ref.namespace, mi.ref.name
         self._done(mi.ref.uid)
-        self._locks.pop(f"{mi.ref.namespace}/{mi.ref.name}", None)
+        self._locks.pop(f"{namespace}/{name}", None)
+        for work in (Work.START, Work.SYNC):
+            self.retries.discard(work, namespace, name)
         if mi.status.phase is None or not mi.status.phase.terminal:
             await self.cancelled(asset_id=mi.asset_id, import_uid=mi.ref.uid)
+            return
+        if self.db is None or not needs_recording(mi.status):
+            return
+        try:
+            await self.record_deleted(body)
+        except DatabaseError as error:
+            log.warning("the row of a deleted import is written later",
+                        extra={"mediaimport": name, "namespace": namespace,
+                               "error": _first_line(str(error))})
+            self.retries.add(Work.RECORD_DELETED, namespace, name, mi.ref.uid,
+                             body=_essentials(body))
+
+    async def record_deleted(self, body: Json) -> None:
+        """Write the row of a deleted, finished import from its last body (raises
+        ``DatabaseError`` when it cannot be written yet)."""
+        if self.db is None:
+            return
+        mi = MediaImport.from_body(body)
+        try:
+            outcome = await self.db.upsert(row_for(mi, mi.status))
+        except DatabaseError as error:
+            metrics.ROW_WRITES.labels(_row_error_label(error)).inc()
+            raise
+        metrics.ROW_WRITES.labels(outcome.value).inc()
+        self.retries.discard(Work.RECORD_DELETED, mi.ref.namespace, mi.ref.name)
+        self._database_back()
+        log.info("row of a deleted import written",
+                 extra={"mediaimport": mi.ref.name, "namespace": mi.ref.namespace,
+                        "asset_id": mi.asset_id, "result": outcome.value})
 
     async def cancelled(self, *, asset_id: str | None, import_uid: str) -> None:
         if self.db is None or not asset_id:
@@ -231,7 +274,7 @@ class Reconciler:
         try:
             if await self.db.cancel(asset_id, import_uid, self.clock()):
                 log.info("row cancelled", extra={"asset_id": asset_id})
-        except DatabaseUnavailable as error:
+        except DatabaseError as error:
             # The orphan sweep finds the row once the database is back.
             log.warning("could not cancel the row yet", extra={"asset_id": asset_id,
                                                               "error": str(error)})
@@ -241,10 +284,15 @@ class Reconciler:
         if self.db is None:
             return 0
         cancelled = 0
-        for asset_id, ref in await self.db.uploading():
+        rows = await self.db.uploading()
+        self._database_back()
+        waiting = {entry.uid for entry in self.retries.pending(Work.RECORD_DELETED)}
+        for asset_id, ref in rows:
             namespace, name, uid = ref.get("namespace"), ref.get("name"), ref.get("uid")
             if not (isinstance(namespace, str) and isinstance(name, str) and isinstance(uid, str)):
                 continue
+            if uid in waiting:
+                continue  # written from the deleted import's last body instead
             if self.settings.namespaces and namespace not in self.settings.namespaces:
                 continue
             body = await self.kube.get(mediaimport_path(namespace, name))
@@ -254,6 +302,38 @@ class Reconciler:
         return cancelled
 
     # -- internals ---------------------------------------------------------------------
+    def _follow_row(self, mi: MediaImport, status: MediaImportStatus) -> None:
+        """Queue the import for another try while its row is behind its status."""
+        ref = mi.ref
+        if self.db is not None and needs_recording(status):
+            self.retries.add(Work.SYNC, ref.namespace, ref.name, ref.uid)
+        else:
+            self.retries.discard(Work.SYNC, ref.namespace, ref.name)
+
+    async def _release_job(self, mi: MediaImport, job: Json) -> None:
+        """The result is in the status now: let the TTL controller collect the Job."""
+        if (job.get("spec") or {}).get("ttlSecondsAfterFinished") is not None:
+            return
+        meta = job["metadata"]
+        patch = {"metadata": {"resourceVersion": meta.get("resourceVersion")},
+                 "spec": {"ttlSecondsAfterFinished": self.settings.ttl_seconds_after_finished}}
+        try:
+            await self.kube.merge_patch(job_path(meta["namespace"], meta["name"]), patch)
+        except ApiError as error:
+            if error.not_found:
+                return
+            if not error.conflict:
+                log.warning("could not set the TTL of a finished Job; retrying",
+                            extra={"job": meta["name"], "namespace": meta["namespace"],
+                                   "error": str(error)})
+            # A newer version of the Job (or no answer): converge again later.
+            self.retries.add(Work.SYNC, mi.ref.namespace, mi.ref.name, mi.ref.uid)
+
+    def _database_back(self) -> None:
+        """The database answered: rows waiting for it are due now, not after their pause."""
+        self.retries.hurry(Work.SYNC)
+        self.retries.hurry(Work.RECORD_DELETED)
+
     def _lock(self, namespace: str, name: str) -> asyncio.Lock:
         key = f"{namespace}/{name}"
         lock = self._locks.get(key)
@@ -305,13 +385,14 @@ class Reconciler:
         job: Json | None = None,
         written: RowStatus | None = None,
         body: Json | None = None,
-        db_error: DatabaseUnavailable | None = None,
+        db_error: DatabaseError | None = None,
         check_pods: bool = False,
     ) -> None:
         for _ in range(_MAX_CONFLICT_RETRIES):
             if body is None:
                 body = await self.kube.get(mediaimport_path(namespace, name))
                 if body is None:
+                    self.retries.discard(Work.SYNC, namespace, name)
                     return
             mi = MediaImport.from_body(body)
             expected = job_name(mi)
@@ -322,11 +403,13 @@ class Reconciler:
                 view = None  # a Job of a predecessor with the same name: not ours
             outcomes = []
             waiting = None
-            if view is not None and (
+            if view is not None and view.uid and (
                 view.finished or view.failed > 0 or check_pods or _shows_pod_problem(mi)
             ):
+                # The Job's own pods only: a Job deleted and created again under the same
+                # name has a new uid, and its predecessor's pods say nothing about it.
                 pods = await self.kube.list_items(
-                    pods_path(namespace), labelSelector=f"batch.kubernetes.io/job-name={view.name}"
+                    pods_path(namespace), labelSelector=f"{CONTROLLER_UID_LABEL}={view.uid}"
                 )
                 outcomes = latest_outcomes(pods)
                 if not view.finished:
@@ -344,6 +427,9 @@ class Reconciler:
                 if error.not_found:
                     return
                 raise
+            self._follow_row(mi, status)
+            if job is not None and view is not None and status.phase and status.phase.terminal:
+                await self._release_job(mi, job)
             return
         raise RetryLater(f"status of {namespace}/{name} kept changing under us", delay=1.0)
 
@@ -352,7 +438,7 @@ class Reconciler:
         mi: MediaImport,
         status: MediaImportStatus,
         written: RowStatus | None,
-        db_error: DatabaseUnavailable | None = None,
+        db_error: DatabaseError | None = None,
     ) -> MediaImportStatus:
         """Bring the row up to date with ``status`` when it may be behind."""
         now = self.clock()
@@ -375,17 +461,13 @@ class Reconciler:
                     raise db_error
                 outcome = await self.db.upsert(row_for(mi, status))
                 metrics.ROW_WRITES.labels(outcome.value).inc()
-            except DatabaseUnavailable as error:
+            except DatabaseError as error:
                 if error is not db_error:
-                    metrics.ROW_WRITES.labels(metrics.ROW_UNAVAILABLE).inc()
+                    metrics.ROW_WRITES.labels(_row_error_label(error)).inc()
                 return with_recorded(
-                    status, ok=False, reason=REASON_DATABASE_UNAVAILABLE,
-                    message=(
-                        f"Postgres is unavailable ({_first_line(str(error))}); the row is "
-                        "written when it is back"
-                    ),
-                    now=now, generation=generation,
+                    status, ok=False, **_not_recorded(error), now=now, generation=generation
                 )
+            self._database_back()
         if outcome is UpsertOutcome.CONFLICT:
             return with_recorded(
                 status, ok=False, reason=REASON_ASSET_ID_CONFLICT,
@@ -441,13 +523,29 @@ def wants_start(event_type: str | None, body: Json, *, starting: bool) -> bool:
     if body.get("metadata", {}).get("deletionTimestamp"):
         return False
     if event_type in (None, "ADDED"):
-        return True
+        # A finished one only when its row is behind (most of a cluster's MediaImports
+        # are finished: they are not even parsed).
+        return not _terminal_raw(body) or needs_recording_raw(body)
     return not (body.get("status") or {}).get("phase") and not starting
 
 
 def _shows_pod_problem(mi: MediaImport) -> bool:
     condition = mi.status.condition(SUCCEEDED)
     return condition is not None and condition.reason in POD_PROBLEM_REASONS
+
+
+def _terminal_raw(body: Json) -> bool:
+    return (body.get("status") or {}).get("phase") in (Phase.READY, Phase.FAILED)
+
+
+def needs_recording_raw(body: Json) -> bool:
+    """``status.needs_recording`` of a raw body, without parsing it."""
+    status = body.get("status") or {}
+    recorded = next((c for c in status.get("conditions") or []
+                     if isinstance(c, dict) and c.get("type") == RECORDED), None)
+    if recorded is None:
+        return bool(status.get("phase"))
+    return recorded.get("status") != "True" and recorded.get("reason") not in FINAL_RECORDED
 
 
 def _job_digest(job: Json) -> tuple[Any, ...]:
@@ -461,6 +559,35 @@ def _job_digest(job: Json) -> tuple[Any, ...]:
         )
     )
     return (status.get("active"), status.get("succeeded"), status.get("failed"), conditions)
+
+
+def _row_error_label(error: DatabaseError) -> str:
+    return metrics.ROW_REJECTED if isinstance(error, RowRejected) else metrics.ROW_UNAVAILABLE
+
+
+def _not_recorded(error: DatabaseError) -> dict[str, str]:
+    """The Recorded=False reason and message for a row that could not be written."""
+    detail = _first_line(str(error))
+    if isinstance(error, RowRejected):
+        return {"reason": REASON_ROW_REJECTED,
+                "message": f"Postgres refused the row ({detail}); it is tried again later"}
+    return {"reason": REASON_DATABASE_UNAVAILABLE,
+            "message": f"Postgres is unavailable ({detail}); the row is written when it is back"}
+
+
+def _essentials(body: Json) -> Json:
+    """What the operator needs of a MediaImport body: no managedFields, annotations or
+    labels (kopf's and kubectl's bookkeeping can be most of an object's size)."""
+    meta = body.get("metadata") or {}
+    kept = {key: meta[key] for key in _KEPT_METADATA if key in meta}
+    essentials: Json = {"metadata": kept, "spec": body.get("spec") or {}}
+    if body.get("status"):
+        essentials["status"] = body["status"]
+    return essentials
+
+
+_KEPT_METADATA = ("name", "namespace", "uid", "resourceVersion", "generation",
+                  "deletionTimestamp")
 
 
 def _first_line(text: str) -> str:

@@ -87,7 +87,12 @@ class Settings(BaseSettings):
     deadline_image: int = Field(default=600, ge=1, description="activeDeadlineSeconds for images.")
     deadline_audio: int = Field(default=600, ge=1, description="activeDeadlineSeconds for audio.")
     ttl_seconds_after_finished: int = Field(
-        default=3600, ge=0, description="Job ttlSecondsAfterFinished (the status keeps the result)."
+        default=3600,
+        ge=0,
+        description=(
+            "ttlSecondsAfterFinished the operator sets on a finished Job once its result is in "
+            "the MediaImport's status (until then the Job stays)."
+        ),
     )
     max_bytes: int = Field(
         default=10 * 1024**3, ge=1, description="Largest file accepted, in bytes (--max-bytes)."
@@ -167,7 +172,20 @@ class Settings(BaseSettings):
     )
     database_pool_size: int = Field(default=4, ge=1, le=64)
     record_retry_interval: float = Field(
-        default=10.0, gt=0, description="Seconds between retries of a row write that failed."
+        default=2.0,
+        gt=0,
+        description=(
+            "Seconds before the first retry of a row write, a Job creation or a Job event "
+            "that failed; the pause doubles with each failure up to retry_max_interval."
+        ),
+    )
+    retry_max_interval: float = Field(
+        default=120.0, gt=0, description="Longest pause between two retries, seconds."
+    )
+    resync_interval: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds between resyncs of every live import (what a watch missed).",
     )
     orphan_sweep_interval: float = Field(
         default=300.0,

@@ -52,7 +52,10 @@ _IMAGE_PULL_WAITING = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidIma
 # Recorded condition reasons.
 REASON_ROW_UP_TO_DATE = "RowUpToDate"
 REASON_DATABASE_UNAVAILABLE = "DatabaseUnavailable"
+REASON_ROW_REJECTED = "RowRejected"
 REASON_RECORDING_DISABLED = "RecordingDisabled"
+# Recorded=False reasons that another try cannot change.
+FINAL_RECORDED = (REASON_ASSET_ID_CONFLICT, REASON_RECORDING_DISABLED)
 
 
 @dataclass(frozen=True)
@@ -523,10 +526,7 @@ def needs_recording(status: MediaImportStatus) -> bool:
     recorded = status.condition(RECORDED)
     if recorded is None:
         return status.phase is not None
-    return recorded.status != ConditionStatus.TRUE and recorded.reason not in (
-        REASON_ASSET_ID_CONFLICT,
-        REASON_RECORDING_DISABLED,
-    )
+    return recorded.status != ConditionStatus.TRUE and recorded.reason not in FINAL_RECORDED
 
 
 def _describe_failure(outcome: PodOutcome | None) -> str:

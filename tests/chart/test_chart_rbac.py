@@ -187,7 +187,7 @@ def test_the_derivation_sees_the_calls_that_matter() -> None:
     """A derivation that finds nothing would make the comparison below vacuous."""
     calls = client_calls()
     assert ("batch", "jobs", "create", False) in calls
-    assert ("batch", "jobs", "delete", True) in calls
+    assert ("batch", "jobs", "patch", True) in calls  # the TTL, once the result is recorded
     assert ("mediaimport.dev", "mediaimports/status", "patch", True) in calls
     assert ("", "pods", "list", False) in calls
     assert ("coordination.k8s.io", "leases", "update", True) in calls

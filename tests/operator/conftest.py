@@ -121,14 +121,24 @@ class OperatorProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-        """The samples on /metrics, keyed by (name, labels); the port is the one logged."""
+    def port(self) -> int:
+        """The port of /healthz and /metrics, as the operator logged it."""
         port = None
         for line in self.log().splitlines():
             if line.startswith("{") and "health and metrics server listening" in line:
                 port = json.loads(line)["port"]
         assert port, "the operator has not logged its metrics port"
-        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        return int(port)
+
+    def health(self) -> dict[str, Any]:
+        """The /healthz document (whatever its status code)."""
+        answer = requests.get(f"http://127.0.0.1:{self.port()}/healthz", timeout=5).json()
+        assert isinstance(answer, dict)
+        return answer
+
+    def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """The samples on /metrics, keyed by (name, labels)."""
+        text = requests.get(f"http://127.0.0.1:{self.port()}/metrics", timeout=5).text
         return {(sample.name, frozenset(sample.labels.items())): sample.value
                 for family in text_string_to_metric_families(text)
                 for sample in family.samples}

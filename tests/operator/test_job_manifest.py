@@ -63,7 +63,7 @@ def test_job_manifest_shape(settings: Settings) -> None:
     }
     assert spec["backoffLimit"] == 3
     assert spec["activeDeadlineSeconds"] == 600  # image
-    assert spec["ttlSecondsAfterFinished"] == 3600
+    assert "ttlSecondsAfterFinished" not in spec  # set once the result is recorded
     rules = spec["podFailurePolicy"]["rules"]
     assert rules[0] == {
         "action": "FailJob",

@@ -360,15 +360,16 @@ def test_two_replicas_only_one_acts_and_the_other_takes_over(env: Env) -> None:
     assert "job created" in second.log()
 
 
-def test_the_charts_rbac_is_enough(env: Env) -> None:
-    """Run the operator as the chart's ServiceAccount with exactly the chart's RBAC."""
-    release = new_name("rbac")
+def chart_kubeconfig(env: Env, release: str) -> tuple[Path, str]:
+    """A kubeconfig of the chart's ServiceAccount, bound by exactly the chart's RBAC (the
+    real helm renders it) for the test's namespace; and the Lease name the chart's Role
+    grants."""
     rbac_kinds = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
     docs = [d for d in render(sets=[f"watchNamespaces={{{env.namespace}}}", "crds.enabled=false",
                                     "api.enabled=false", "rbac.aggregateClusterRoles=false"],
                               release=release, namespace=env.namespace)
             if d["kind"] in rbac_kinds]
-    manifest = env.tmp / "rbac.yaml"
+    manifest = env.tmp / f"rbac-{release}.yaml"
     manifest.write_text(yaml.safe_dump_all(docs))
     kubectl(env.plane, "apply", "-n", env.namespace, "-f", str(manifest))
     # The Lease the chart's Role names (its rights are limited to that one name).
@@ -383,7 +384,7 @@ def test_the_charts_rbac_is_enough(env: Env) -> None:
         ca = Path(cluster["certificate-authority"]).read_bytes()
         cluster = {"server": cluster["server"],
                    "certificate-authority-data": base64.b64encode(ca).decode()}
-    kubeconfig = env.tmp / "sa.kubeconfig"
+    kubeconfig = env.tmp / f"sa-{release}.kubeconfig"
     kubeconfig.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config",
         "clusters": [{"name": "c", "cluster": cluster}],
@@ -391,6 +392,20 @@ def test_the_charts_rbac_is_enough(env: Env) -> None:
         "contexts": [{"name": "c", "context": {"cluster": "c", "user": "sa"}}],
         "current-context": "c",
     }))
+    return kubeconfig, lease
+
+
+def _refusal(log: str) -> str | None:
+    """A refusal of the API server in the log, as the API server, kopf and our client word
+    them (kopf words a refused CRD or namespace watch its own way); a bare "403" would also
+    match inside names and uids."""
+    refused = re.search(r"Forbidden|HTTP 403|code\W+403\b|Not enough permissions", log)
+    return None if refused is None else log[max(0, refused.start() - 300):refused.end() + 300]
+
+
+def test_the_charts_rbac_is_enough(env: Env) -> None:
+    """Run the operator as the chart's ServiceAccount with exactly the chart's RBAC."""
+    kubeconfig, lease = chart_kubeconfig(env, new_name("rbac"))
     op = env.start_operator(KUBECONFIG=str(kubeconfig), MEDIAIMPORT_LEASE_NAME=lease)
     clip = env.origin.add(env.media.path("image.png"), "rbac.png")
     name = new_name("rbac")
@@ -398,11 +413,43 @@ def test_the_charts_rbac_is_enough(env: Env) -> None:
     body = env.wait_phase(name, "Ready", "Failed")
     assert body["status"]["phase"] == "Ready"
     env.reasons(name, "Imported")
-    log = op.log_without_timestamps()
-    # Refusals as the API server, kopf and our client word them; a bare "403" would also
-    # match inside names and uids. kopf words a refused CRD or namespace watch its own way.
-    refused = re.search(r"Forbidden|HTTP 403|code\W+403\b|Not enough permissions", log)
-    assert refused is None, log[max(0, refused.start() - 300):refused.end() + 300]
+    refused = _refusal(op.log_without_timestamps())
+    assert refused is None, refused
+
+
+def test_an_asset_id_taken_by_another_import_runs_no_job_under_the_charts_rbac(
+    env: Env,
+) -> None:
+    """A second import of the same user naming the first one's asset id: refused before any
+    Job exists, so nothing runs under (or deletes from) the first import's prefix."""
+    kubeconfig, lease = chart_kubeconfig(env, new_name("claim"))
+    op = env.start_operator(KUBECONFIG=str(kubeconfig), MEDIAIMPORT_LEASE_NAME=lease)
+    asset = "7e1d2c3b-4a5f-4e6d-9c8b-1a2b3c4d5e6f"
+    first = env.origin.add(env.media.path("image.png"), "first.png")
+    owner = _ready(env, new_name("owner"), url=env.url(f"/files/{first}"), assetId=asset)
+    prefix = f"media/user-1/{asset}/"
+    s3 = env.s3.client()
+    before = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(
+        Bucket=env.bucket, Prefix=prefix)["Contents"]}
+    assert len(before) == 2
+    other = env.origin.add(env.media.path("h264.mp4"), "second.mp4")
+    second = new_name("second")
+    env.create(second, url=env.url(f"/files/{other}"), assetId=asset)
+    body = env.wait_phase(second, "Failed", "Ready")
+    assert _condition(body)["reason"] == "AssetIdConflict"
+    assert body["status"]["attempts"] == 0
+    assert "jobName" not in body["status"]
+    assert env.jobs(**{"mediaimport.dev/import-name": second}) == []
+    assert env.origin.hits(f"/files/{other}") == 0
+    after = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(
+        Bucket=env.bucket, Prefix=prefix)["Contents"]}
+    assert after == before
+    row = env.row(asset)
+    assert row is not None and row["status"] == "ready"
+    assert row["file_metadata"]["mediaimport"]["uid"] == owner["metadata"]["uid"]
+    assert op.metrics()[_sample("mediaimport_jobs_created_total")] == 1
+    refused = _refusal(op.log_without_timestamps())
+    assert refused is None, refused
 
 
 def test_objects_deleted_with_the_import_when_asked(env: Env) -> None:

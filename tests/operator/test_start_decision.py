@@ -40,3 +40,16 @@ def test_a_change_to_a_started_import_is_left_to_the_job_events(status) -> None:
 @pytest.mark.parametrize("event_type", [None, "ADDED", "MODIFIED"])
 def test_an_import_being_deleted_is_never_started(event_type) -> None:
     assert wants_start(event_type, _mi(deleting=True), starting=False) is False
+
+
+RECORDED_TRUE = {"type": "Recorded", "status": "True", "reason": "RowUpToDate",
+                 "message": "The row is ready.", "lastTransitionTime": "2026-11-24T10:00:00Z"}
+BEHIND = {**RECORDED_TRUE, "status": "False", "reason": "DatabaseUnavailable"}
+
+
+@pytest.mark.parametrize("event_type", [None, "ADDED"])
+def test_a_listed_finished_import_whose_row_is_written_is_left_alone(event_type) -> None:
+    done = _mi({"phase": "Ready", "conditions": [RECORDED_TRUE]})
+    assert wants_start(event_type, done, starting=False) is False
+    behind = _mi({"phase": "Ready", "conditions": [BEHIND]})
+    assert wants_start(event_type, behind, starting=False) is True

@@ -1,0 +1,96 @@
+"""An import's Job and its pods, end to end: a finished Job is never run again, and only the
+Job's own pods speak for it."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from conftest import Env, eventually, new_name
+from mediaimport_operator.jobs import job_name
+from mediaimport_operator.model import MediaImport
+
+pytestmark = pytest.mark.e2e
+
+
+def _condition(body: dict, type_: str = "Succeeded") -> dict:
+    return next(c for c in body["status"]["conditions"] if c["type"] == type_)
+
+
+def _job(env: Env, name: str) -> dict | None:
+    found = env.jobs(**{"mediaimport.dev/import-name": name})
+    return found[0] if found else None
+
+
+def _finished(job: dict | None) -> bool:
+    return job is not None and any(
+        c["type"] in ("Complete", "Failed") and c["status"] == "True"
+        for c in (job.get("status") or {}).get("conditions") or []
+    )
+
+
+def test_a_job_that_finished_while_no_operator_watched_is_not_run_again(env: Env) -> None:
+    first = env.start_operator(MEDIAIMPORT_TTL_SECONDS_AFTER_FINISHED="1")
+    clip = env.origin.add(env.media.path("image.png"), f"unwatched-{new_name()}.png")
+    name = new_name("unwatched")
+    env.create(name, url=env.url(f"/files/{clip}"))
+    job = eventually(lambda: _job(env, name), timeout=30, what="the Job")
+    first.kill()
+    # The Job finishes while no operator watches; its TTL (1 s) must not take the result
+    # with it before an operator has read it.
+    eventually(lambda: _finished(_job(env, name)) or _job(env, name) is None, timeout=60,
+               what="the Job to finish")
+    time.sleep(4)
+    assert env.origin.hits(f"/files/{clip}") == 1
+    env.start_operator(MEDIAIMPORT_TTL_SECONDS_AFTER_FINISHED="1")
+    body = env.wait_phase(name, "Ready", "Failed")
+    assert body["status"]["phase"] == "Ready", json.dumps(body["status"], indent=1)
+    assert env.origin.hits(f"/files/{clip}") == 1  # downloaded once: not run twice
+    assert body["status"]["jobName"] == job["metadata"]["name"]
+    # Once the result is in the status, the TTL is set and the Job goes.
+    eventually(lambda: _job(env, name) is None, timeout=30, what="the Job to be collected")
+
+
+def _stray_pod(env: Env, job: str, finished_at: datetime) -> None:
+    """A finished pod that carries the Job's name but belongs to another Job (one that was
+    deleted and created again under the same name), with a result document of its own."""
+    pod = f"{job}-old{uuid.uuid4().hex[:4]}"
+    env.kube.create(f"/api/v1/namespaces/{env.namespace}/pods", {
+        "metadata": {"name": pod, "labels": {
+            "batch.kubernetes.io/job-name": job, "job-name": job,
+            "batch.kubernetes.io/controller-uid": str(uuid.uuid4()),
+        }},
+        # Bound to a node nobody runs: the pod only exists as a record.
+        "spec": {"nodeName": "mediaimport-elsewhere", "restartPolicy": "Never",
+                 "containers": [{"name": "import", "image": "stray"}]},
+    })
+    document = {"status": "failed", "error": {
+        "reason": "ChecksumMismatch", "message": "An older attempt's checksum failed.",
+        "retryable": False}}
+    stamp = finished_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    env.kube.merge_patch(f"/api/v1/namespaces/{env.namespace}/pods/{pod}/status", {
+        "status": {"phase": "Failed", "containerStatuses": [{
+            "name": "import", "image": "stray", "imageID": "", "ready": False,
+            "restartCount": 0, "started": False,
+            "state": {"terminated": {"exitCode": 2, "reason": "Error",
+                                     "message": json.dumps(document),
+                                     "startedAt": stamp, "finishedAt": stamp}},
+        }]},
+    })
+
+
+def test_only_the_jobs_own_pods_decide_its_result(env: Env) -> None:
+    name = new_name("ownpods")
+    # One attempt, no retries inside the job: the origin's 503 fails the import as it is.
+    created = env.create(name, url=env.url("/status/503"))
+    job = job_name(MediaImport.from_body(created))
+    _stray_pod(env, job, datetime.now(UTC) + timedelta(hours=1))
+    env.start_operator(MEDIAIMPORT_BACKOFF_LIMIT="0",
+                       MEDIAIMPORT_JOB_EXTRA_ENV='{"MEDIAIMPORT_RETRIES": "0"}')
+    body = env.wait_phase(name, "Failed", "Ready")
+    reason = _condition(body)["reason"]
+    assert reason != "ChecksumMismatch", _condition(body)
+    assert reason == "SourceUnavailable", _condition(body)

@@ -1,0 +1,89 @@
+"""The status never depends on the row: Postgres refusing a row, Postgres down while imports
+finish or are deleted — with the real API server, job, Postgres and S3."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import Env, eventually, new_name
+from operator_support import stop_postgres_fast
+
+pytestmark = pytest.mark.e2e
+
+
+def _condition(body: dict, type_: str) -> dict:
+    return next(c for c in body["status"]["conditions"] if c["type"] == type_)
+
+
+def _rows_written(env: Env, result: str) -> float:
+    samples = env.operators[0].metrics()
+    return samples[("mediaimport_row_writes_total", frozenset({("result", result)}))]
+
+
+def test_a_row_postgres_refuses_still_gets_its_status(env: Env) -> None:
+    env.start_operator()
+    clip = env.origin.add(env.media.path("image.png"), "nul.png")
+    name = new_name("nul")
+    # jsonb cannot hold U+0000: Postgres refuses the row (UntranslatableCharacter).
+    created = env.create(name, url=env.url(f"/files/{clip}"), metadata={"note": "a\u0000b"})
+    body = env.wait_phase(name, "Ready", "Failed")
+    assert body["status"]["phase"] == "Ready"
+    assert body["status"]["result"]["key"].endswith("/nul.png")
+    recorded = _condition(body, "Recorded")
+    assert (recorded["status"], recorded["reason"]) == ("False", "RowRejected")
+    assert "unsupported Unicode escape sequence" in recorded["message"], recorded
+    assert env.row(created["metadata"]["uid"]) is None
+    assert _rows_written(env, "rejected") >= 1
+    env.reasons(name, "Imported")
+
+
+def test_rows_behind_put_no_finalizer_on_their_imports(env: Env) -> None:
+    operator = env.start_operator(MEDIAIMPORT_DATABASE_TIMEOUT="1")
+    eventually(lambda: "became the leader" in operator.log(), timeout=30, what="a leader")
+    clip = env.origin.add(env.media.path("image.png"), "behind.png")
+    name = new_name("behind")
+    stop_postgres_fast(env.postgres)
+    try:
+        env.create(name, url=env.url(f"/files/{clip}"))
+        body = env.wait_phase(name, "Ready", "Failed")
+        assert body["status"]["phase"] == "Ready"
+        assert _condition(body, "Recorded")["reason"] == "DatabaseUnavailable"
+        time.sleep(3)  # a few rounds of retries (record_retry_interval is 1 s)
+        assert "finalizers" not in env.get(name)["metadata"]
+        # With the operator gone, the import can still be deleted.
+        operator.kill()
+        env.kube.delete(env.mi_path(name))
+        eventually(lambda: env.get(name) is None, timeout=15, what="the import to go")
+    finally:
+        env.postgres.start()
+
+
+def test_an_import_deleted_while_its_row_is_behind_is_recorded(env: Env) -> None:
+    env.start_operator(MEDIAIMPORT_DATABASE_TIMEOUT="1",
+                       MEDIAIMPORT_JOB_EXTRA_ENV='{"MEDIAIMPORT_RETRIES": "0"}')
+    clip = env.origin.add(env.media.path("image.png"), f"deleted-behind-{new_name()}.png")
+    name = new_name("delbehind")
+    # The first attempt fails (HTTP 500); the Job's next one, ~10 s later, succeeds.
+    created = env.create(name, url=env.url(f"/flaky/{clip}?code=500&fail=1"))
+    uid = created["metadata"]["uid"]
+    eventually(lambda: (b := env.get(name)) and b.get("status", {}).get("conditions")
+               and _condition(b, "Succeeded")["reason"] == "Retrying", timeout=60,
+               what="the first attempt to fail")
+    assert env.row(uid)["status"] == "uploading"
+    stop_postgres_fast(env.postgres)
+    try:
+        body = env.wait_phase(name, "Ready", "Failed")
+        assert body["status"]["phase"] == "Ready"
+        assert _condition(body, "Recorded")["reason"] == "DatabaseUnavailable"
+        env.kube.delete(env.mi_path(name))
+        eventually(lambda: env.get(name) is None, timeout=15, what="the import to go")
+    finally:
+        env.postgres.start()
+    row = eventually(lambda: (r := env.row(uid)) and r["status"] != "uploading" and r,
+                     timeout=60, what="the row to be written")
+    assert row["status"] == "ready", row["file_metadata"]
+    assert row["s3_key"] == body["status"]["result"]["key"]
+    assert row["file_size"] == body["status"]["result"]["size"]
+    time.sleep(6)  # an orphan sweep (every 5 s) leaves it as it is
+    assert env.row(uid)["status"] == "ready"
