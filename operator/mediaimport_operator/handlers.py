@@ -7,11 +7,13 @@ exists, and tests can build an operator without import-time side effects.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import functools
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -76,8 +78,13 @@ class SpecDigestStorage(kopf.AnnotationsDiffBaseStorage):
 
 
 def post_event(body: Json, event: Event) -> None:
-    """Events go through kopf's posting queue (rate-limited, non-blocking)."""
-    kopf.event(cast(Any, body), type=event.type, reason=event.reason, message=event.message)
+    """Events go through kopf's posting queue (rate-limited, non-blocking), which is known
+    in the context of a kopf handler (see ``in_handler_context``)."""
+    try:
+        kopf.event(cast(Any, body), type=event.type, reason=event.reason, message=event.message)
+    except LookupError:  # outside any handler's context: the event is lost, not the work
+        log.warning("event not posted outside a handler's context",
+                    extra={"reason": event.reason, "event_message": event.message})
 
 
 def build_runtime(settings: Settings, supervisor: Supervisor) -> Runtime:
@@ -149,8 +156,8 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:  # noqa
                             extra={"error": str(error)})
         loops = {
             SWEEP_LOOP: (sweep, ours.orphan_sweep_interval),
-            RETRY_LOOP: (retry_due, min(1.0, ours.record_retry_interval)),
-            RESYNC_LOOP: (resync, ours.resync_interval),
+            RETRY_LOOP: (in_handler_context(retry_due), min(1.0, ours.record_retry_interval)),
+            RESYNC_LOOP: (in_handler_context(resync), ours.resync_interval),
         }
         for name, (work, interval) in loops.items():
             runtime.supervisor.start(name, functools.partial(
@@ -161,6 +168,25 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:  # noqa
         cancelled = await rec.sweep_orphans()
         if cancelled:
             log.info("cancelled rows of deleted imports", extra={"rows": cancelled})
+
+    # kopf's event queue is known in its handlers' context only: the background loops'
+    # work runs in a copy of the first handler's context, so that it can post Events.
+    handler_context: list[contextvars.Context] = []
+
+    def remember_context() -> None:
+        if not handler_context:
+            handler_context.append(contextvars.copy_context())
+
+    def in_handler_context(
+        work: Callable[[], Coroutine[Any, Any, None]],
+    ) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            if handler_context:
+                await asyncio.create_task(work(), context=handler_context[0])
+            else:
+                await work()
+
+        return run
 
     async def retry_due() -> None:
         """Whatever the retry queue holds whose time has come (see retries.py)."""
@@ -211,6 +237,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:  # noqa
 
     @kopf.on.event("batch", "v1", "jobs", labels=JOB_SELECTOR, registry=registry)
     async def job_changed(event: kopf.RawEvent, **_: Any) -> None:
+        remember_context()
         job = cast(Json, event["object"])
         try:
             await rec.job_event(event.get("type"), job)
@@ -263,6 +290,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:  # noqa
     # level-triggered, so the initial listing (type None) resumes whatever was running.
     @kopf.on.event(*resource, registry=registry)
     async def mediaimport_seen(event: kopf.RawEvent, **_: Any) -> None:
+        remember_context()
         kind = event.get("type")
         body = cast(Json, event["object"])
         rec.observe(kind, body)
