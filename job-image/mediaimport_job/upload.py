@@ -30,6 +30,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import (
     FIRST_COMPLETED,
@@ -51,6 +52,12 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 log = logging.getLogger(__name__)
+
+# Which attempt (pod) wrote an object: the pod's uid (the operator passes it through the
+# downward API), else one of this process's own. Stored as object metadata, it keeps a
+# failed attempt's cleanup from deleting what a newer attempt stored under the same keys.
+ATTEMPT_KEY = "attempt"
+ATTEMPT = os.environ.get("MEDIAIMPORT_ATTEMPT") or uuid.uuid4().hex
 
 MiB = 1024 * 1024
 SINGLE_PUT_LIMIT = 16 * MiB  # below this one PutObject beats a multipart round trip
@@ -152,7 +159,9 @@ class Written:
     objects, and multipart uploads not yet completed.
 
     Keys are added before the request that creates them, so an object whose
-    creation was cut short is deleted too (deleting a missing key is a no-op).
+    creation was cut short is deleted too (deleting a missing key is a no-op); but only
+    an object this attempt wrote (its ``attempt`` metadata is ``ATTEMPT``): a newer
+    attempt of the same import (another pod, the same keys) keeps what it stored.
     Thread-safe: the media object and the thumbnail are stored concurrently.
     """
 
@@ -188,7 +197,17 @@ class Written:
             keys, self.keys = self.keys, []
         for key in keys:
             try:
-                self.clients.get().delete_object(Bucket=self.bucket, Key=key)
+                client = self.clients.get()
+                try:
+                    head = client.head_object(Bucket=self.bucket, Key=key)
+                except boto_errors(JobError) as exc:
+                    if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                        continue  # never created (or already gone)
+                    raise
+                if head.get("Metadata", {}).get(ATTEMPT_KEY) != ATTEMPT:
+                    log.info("left s3://%s/%s: another attempt wrote it", self.bucket, key)
+                    continue
+                client.delete_object(Bucket=self.bucket, Key=key)
             except boto_errors(JobError):
                 log.exception("could not delete s3://%s/%s after a failure", self.bucket, key)
 
@@ -198,7 +217,7 @@ class Written:
 
 
 def object_args(content_type: str, sha256: str) -> dict[str, Any]:
-    return {"ContentType": content_type, "Metadata": {"sha256": sha256}}
+    return {"ContentType": content_type, "Metadata": {"sha256": sha256, ATTEMPT_KEY: ATTEMPT}}
 
 
 def put_small(
@@ -299,7 +318,9 @@ class StreamingUpload:
         self.path = path
         self.max_bytes = max_bytes
         self.concurrency = concurrency
-        self.create_args = create_args or {}
+        # The attempt is in the metadata from the start: a cleanup may come before the
+        # final metadata is set (``replace_metadata``).
+        self.create_args = create_args or {"Metadata": {ATTEMPT_KEY: ATTEMPT}}
         self.part_size = part_size_for(max_bytes)
         self.expected: int | None = None
         self.upload_id: Future[str] | None = None

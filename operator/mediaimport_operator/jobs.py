@@ -172,6 +172,9 @@ def build_job(mi: MediaImport, settings: Settings) -> dict[str, Any]:
                 **({"envFrom": env_from} if env_from else {}),
                 "env": [
                     {"name": "TMPDIR", "value": "/tmp"},  # noqa: S108 - the emptyDir
+                    # Each attempt stamps what it stores, and its cleanup deletes only that.
+                    {"name": "MEDIAIMPORT_ATTEMPT",
+                     "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
                     *({"name": k, "value": v} for k, v in sorted(settings.job_extra_env.items())),
                 ],
                 "resources": resources(settings),

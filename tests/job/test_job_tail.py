@@ -83,7 +83,7 @@ def test_metadata_of_an_object_above_the_copy_limit_is_set_by_a_managed_copy(
     )  # fmt: skip
     head = s3.head_object(Bucket=s3_bucket, Key="big.bin")
     assert head["ContentType"] == "video/mp4"
-    assert head["Metadata"] == {"sha256": "ab" * 32}
+    assert head["Metadata"] == {"sha256": "ab" * 32, "attempt": upload.ATTEMPT}
     assert head["ContentLength"] == len(body)
     assert head["ETag"].endswith('-3"')  # three UploadPartCopy parts of 5 MiB
     assert s3.get_object(Bucket=s3_bucket, Key="big.bin")["Body"].read() == body
