@@ -258,6 +258,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:  # noqa
     async def pod_changed(event: kopf.RawEvent, **_: Any) -> None:
         # A pod that cannot start (missing Secret, image pull, scheduling) is reported now,
         # not when the Job's deadline passes; the Job itself does not tell.
+        remember_context()
         try:
             await rec.pod_event(event.get("type"), cast(Json, event["object"]))
         except Exception as error:  # the resync and the Job's own events converge it later
