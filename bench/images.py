@@ -82,10 +82,10 @@ def main() -> None:
             figures |= warm(cache)
             figures |= sizes(cache)
         finally:
-            # The store holds overlay mounts only while a container runs; none does now.
+            buildah = Buildah.under(images.images_dir(cache))
+            buildah.release()
             shutil.rmtree(cache, ignore_errors=True)
-            runroot = Buildah.under(images.images_dir(cache)).runroot
-            shutil.rmtree(runroot, ignore_errors=True)
+            shutil.rmtree(buildah.runroot, ignore_errors=True)
     else:
         figures |= warm(None)
         figures |= sizes(None)

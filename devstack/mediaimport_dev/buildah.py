@@ -76,6 +76,18 @@ class Buildah:
             return None
         return dict(listing[0]) if listing else None
 
+    def release(self) -> None:
+        """Remove working containers and unmount the store, so its directory can be deleted
+        (the overlay driver keeps its own directory bind-mounted)."""
+        self.run("rm", "--all")
+        root = str(self.root.resolve())
+        mounts = [
+            line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
+            if line.split()[1] == root or line.split()[1].startswith(root + "/")
+        ]
+        for mountpoint in sorted(mounts, key=len, reverse=True):
+            subprocess.run(["umount", mountpoint], check=False, timeout=60)
+
     def image_size(self, name: str) -> int:
         """Bytes of the image unpacked: the store keeps its layers uncompressed, with sizes."""
         inspected = json.loads(self.run("inspect", "--type", "image", name))

@@ -287,6 +287,7 @@ class _Builder:
             "--runtime", RUNC,
             "--pull=never",
             "--layers",
+            "--force-rm",  # a failed step leaves no container (nor its mount) behind
             "--network", image.network,
             "--volume", f"{wheels}:{wheelhouse.MOUNT_POINT}:ro",
             "--build-arg", "PIP_NO_INDEX=1",

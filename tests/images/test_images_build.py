@@ -8,6 +8,7 @@ the inputs. Commands run in the images through buildah with runc, no kubelet nee
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import tarfile
@@ -205,3 +206,14 @@ def test_exec_in_reports_a_failing_command(
 ) -> None:
     with pytest.raises(BuildahError, match="run failed"):
         run_in(buildah, images.JOB_IMAGE, "exit 3")
+
+
+def test_a_released_store_can_be_deleted(tmp_path: Path) -> None:
+    store = Buildah.under(tmp_path / "images")
+    container = store.run("from", "scratch").strip()
+    store.run("mount", container)
+    store.release()
+    shutil.rmtree(tmp_path / "images")
+    shutil.rmtree(store.runroot, ignore_errors=True)
+    assert str(tmp_path) not in Path("/proc/mounts").read_text()
+    assert not (tmp_path / "images").exists()
