@@ -1,15 +1,15 @@
-"""Benchmark: the operator under 200 MediaImports applied at once (issue 4, "Benchmark").
+"""Benchmark: the operator under 200 MediaImports applied at once, each imported by a real pod.
 
     python bench/operator_throughput.py                    # kubectl apply -f of 200 imports
     python bench/operator_throughput.py --apply parallel   # 200 POSTs from 32 threads at once
-    python bench/operator_throughput.py --count 50 --max-pods 4
+    python bench/operator_throughput.py --count 50
 
-Sets up a private stack (control plane, node agent, Postgres, S3, a loopback origin on
-127.0.0.2 serving a small PNG), starts the node agent and the operator as processes (`python
--m mediaimport_dev.nodeagent`, `python -m mediaimport_operator`), applies N MediaImports at
-once and follows everything through watches in a process of its own, stamping each event with
-the machine's monotonic clock when it arrives (creationTimestamps have 1 s granularity: too
-coarse for sub-second latencies).
+Sets up a private cluster (control plane and the real node, which runs each import's Job as a
+pod of the job image), Postgres, S3 and an origin serving a small PNG on the node's veth
+(where pods reach them), starts the operator as a process (`python -m mediaimport_operator`),
+applies N MediaImports at once and follows everything through watches in a process of its own,
+stamping each event with the machine's monotonic clock when it arrives (creationTimestamps
+have 1 s granularity: too coarse for sub-second latencies).
 
 How the imports are applied (`--apply`):
 * `kubectl` (default): one `kubectl apply -f` of a file holding all N, as a user applies
@@ -28,10 +28,13 @@ Measures
 * operator peak RSS (VmHWM of the operator process), MiB;
 * overhead share: per import, (Job seen - MediaImport created) + (Ready seen - Job Complete
   seen), summed, over the sum of (Ready seen - created). The rest is the job itself and the
-  node agent's queue (max pods at once). Target ≤ 10 %.
+  pods waiting for room on the node (each requests 250m CPU of the node's 2). Target ≤ 10 %.
+* the stack's total RSS at the end (control plane, node with its shims, Postgres, S3,
+  operator), MiB;
 
-* CPU seconds of etcd, kube-apiserver, kube-controller-manager and the node agent with its
-  pods (the jobs) during the run [info]: on one machine they all compete for the cores.
+* CPU seconds of etcd, kube-apiserver, kube-controller-manager, kube-scheduler, the node's
+  processes and the pods (the jobs, from the `kubepods` cgroup) during the run [info]: on one
+  machine they all compete for the cores.
 
 Prints a table, then one JSON object as the last line of stdout; the per-import stamps are
 left in `<work dir>/stamps.json` for a timeline.
@@ -60,20 +63,19 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "devstack"))
 
+import psutil  # noqa: E402
+from mediaimport_dev import nodehost, nodenet  # noqa: E402
 from mediaimport_dev.binaries import binary  # noqa: E402
+from mediaimport_dev.cluster import Cluster, node_images  # noqa: E402
 from mediaimport_dev.controlplane import ControlPlane  # noqa: E402
+from mediaimport_dev.images import PAUSE_IMAGE  # noqa: E402
 from mediaimport_dev.kube import Kube, KubeError  # noqa: E402
-from mediaimport_dev.nodeagent import node_ready  # noqa: E402
-from mediaimport_dev.operator_runner import install_crd  # noqa: E402
+from mediaimport_dev.operator_runner import install_crd, job_image  # noqa: E402
 from mediaimport_dev.postgres import PostgresServer  # noqa: E402
-from mediaimport_dev.processes import spawn, stop_group, wait_started  # noqa: E402
 from mediaimport_dev.s3server import S3Server  # noqa: E402
 from mediaimport_dev.samples import serve_directory  # noqa: E402
 
 GROUP = "/apis/mediaimport.dev/v1alpha1"
-JOB = str(Path(sys.executable).parent / "mediaimport-job")
-
-
 def make_image(directory: Path) -> Path:
     path = directory / "bench.png"
     subprocess.run(
@@ -215,12 +217,29 @@ def cpu_seconds(pid: int, *, children: bool = False) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_by_component(plane: ControlPlane, agent_pid: int) -> dict[str, float]:
-    """CPU seconds so far of each control-plane process and of the node agent with its
-    finished pods (the jobs themselves): on one machine they all compete for the cores."""
-    seconds = {name: cpu_seconds(c.pid) for name, c in plane.components.items()}
-    seconds["node agent (incl. jobs)"] = cpu_seconds(agent_pid, children=True)
+def cpu_by_component(cluster: Cluster) -> dict[str, float]:
+    """CPU seconds so far of each control-plane and node process, and of every pod (the
+    jobs themselves; cpuacct charges a pod's usage to `kubepods`, which outlives the pod):
+    on one machine they all compete for the cores."""
+    components = {**cluster.plane.components, **cluster.node.components}
+    seconds = {name: cpu_seconds(c.pid) for name, c in components.items()}
+    usage = Path("/sys/fs/cgroup/cpuacct") / nodehost.CGROUP_PARENT / "cpuacct.usage"
+    seconds["pods (the jobs)"] = int(usage.read_text()) / 1e9 if usage.exists() else 0.0
     return seconds
+
+
+def stack_rss_mib(cluster: Cluster, pids: list[int]) -> float:
+    """Resident memory of every process of the stack: control plane, node (with the shims
+    and whatever pods still run), and the given ones (Postgres, S3, the operator)."""
+    every = {c.pid for c in cluster.plane.components.values()} | set(nodehost.node_pids())
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            every |= {pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))}
+    total = 0
+    for pid in every:
+        with contextlib.suppress(psutil.Error):
+            total += psutil.Process(pid).memory_info().rss
+    return total / 2**20
 
 
 def apply_with_kubectl(
@@ -283,7 +302,6 @@ def create_in_parallel(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=200)
-    parser.add_argument("--max-pods", type=int, default=2, help="pods the node agent runs at once")
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument(
         "--apply", choices=("kubectl", "parallel"), default="kubectl",
@@ -297,23 +315,14 @@ def main() -> int:
     for parent in [work, *work.parents]:  # Postgres runs as `postgres` under root
         if parent != Path("/") and os.geteuid() == 0:
             parent.chmod(parent.stat().st_mode | 0o005)
-    plane = ControlPlane(work / "controlplane")
-    plane.start()
-    # The node agent in a process of its own, as `mediaimport-dev up` runs it: in this one
-    # it would share the GIL with the watchers that stamp the events.
-    agent_log = work / "nodeagent.log"
-    agent = spawn(
-        [sys.executable, "-m", "mediaimport_dev.nodeagent", "--kubeconfig", plane.kubeconfig,
-         "--state-dir", work / "nodeagent", "--max-pods", str(args.max_pods)],
-        agent_log,
-        env={**os.environ, "PYTHONPATH": str(REPO / "devstack")},
-    )
+    images = node_images()
+    cluster = Cluster(work / "cluster", pause_image=PAUSE_IMAGE, images=images)
+    cluster.start()
+    plane = cluster.plane
     kube = plane.kube()
-    wait_started(agent, agent_log, lambda: node_ready(kube),
-                 what="the node agent (registering its Node)", timeout=60)
     postgres = PostgresServer(work / "postgres")
     postgres.start()
-    s3 = S3Server(work / "s3")
+    s3 = S3Server(work / "s3", host=nodenet.HOST_IP)  # the pods upload to it
     s3.start()
     s3.create_bucket("bench")
     install_crd(kube)
@@ -326,7 +335,7 @@ def main() -> int:
     image = make_image(work)
     operator: subprocess.Popen[bytes] | None = None
     try:
-        with serve_directory(image.parent) as base_url:
+        with serve_directory(image.parent, nodenet.HOST_IP) as base_url:
             env = {
                 k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MEDIAIMPORT_"))
             }
@@ -336,8 +345,9 @@ def main() -> int:
                     "MEDIAIMPORT_NAMESPACES": namespace,
                     "MEDIAIMPORT_BUCKET": "bench",
                     "MEDIAIMPORT_DATABASE_URL": postgres.url,
-                    "MEDIAIMPORT_ALLOWED_NETWORKS": "127.0.0.2/32",
-                    "MEDIAIMPORT_JOB_COMMAND": JOB,
+                    "MEDIAIMPORT_ALLOWED_NETWORKS": f"{nodenet.HOST_IP}/32",
+                    "MEDIAIMPORT_JOB_IMAGE": job_image(images),
+                    "MEDIAIMPORT_JOB_IMAGE_PULL_POLICY": "Never",
                     "MEDIAIMPORT_HTTP_PORT": "0",
                     "MEDIAIMPORT_LEASE_NAMESPACE": namespace,
                     "MEDIAIMPORT_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
@@ -364,7 +374,7 @@ def main() -> int:
             follower.start()
             if not started.wait(60):
                 raise SystemExit("the watching process did not start")
-            cpu_before = cpu_by_component(plane, agent.pid)
+            cpu_before = cpu_by_component(cluster)
 
             names = [f"bench-{i:03d}-{uuid.uuid4().hex[:4]}" for i in range(args.count)]
             manifests = [
@@ -401,8 +411,9 @@ def main() -> int:
             cpu = cpu_seconds(operator.pid)
             component_cpu = {
                 name: round(seconds - cpu_before[name], 1)
-                for name, seconds in cpu_by_component(plane, agent.pid).items()
+                for name, seconds in cpu_by_component(cluster).items()
             }
+            total_rss = stack_rss_mib(cluster, [operator.pid, postgres.pid or 0, s3.pid or 0])
 
         latencies = [job_seen[n] - created[n] for n in names if n in job_seen]
         # The raw stamps (seconds from the first create), for a timeline of the run.
@@ -427,7 +438,6 @@ def main() -> int:
             "count": args.count,
             "ready": len(ready),
             "failed": len(failed),
-            "max_pods": args.max_pods,
             "apply": args.apply if args.apply == "kubectl" else f"parallel x{args.creators}",
             "create_all_s": round(create_s, 2),
             "wall_s": round(wall, 2),
@@ -438,6 +448,7 @@ def main() -> int:
             "watch_to_job_p50_s": round(percentile(reaction, 0.5), 3) if reaction else None,
             "watch_to_job_p99_s": round(percentile(reaction, 0.99), 3) if reaction else None,
             "operator_peak_rss_mib": round(rss, 1),
+            "stack_rss_mib": round(total_rss, 1),
             "operator_cpu_s": round(cpu, 1),
             "operator_overhead_share": round(share, 4),
         }
@@ -467,14 +478,11 @@ def main() -> int:
                 operator.wait(20)
             except subprocess.TimeoutExpired:
                 operator.kill()
-        stop_group(agent.pid, grace=20)
         s3.stop()
         postgres.stop()
-        plane.stop()
-        print(
-            f"(work dir {work}; median job run time is in the node agent's pod logs)",
-            file=sys.stderr,
-        )
+        cluster.stop()
+        print(f"(work dir {work}; the node's logs are under {work / 'cluster' / 'node'})",
+              file=sys.stderr)
 
 
 if __name__ == "__main__":

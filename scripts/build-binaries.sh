@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the pinned Go binaries mediaimport runs locally (etcd, kube-apiserver,
-# kube-controller-manager, kubectl, helm, versitygw) from the Go module proxy.
+# kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl, helm,
+# versitygw) from the Go module proxy.
 # Each is cached by version outside the repository, so a second run costs seconds.
 #
 #   scripts/build-binaries.sh [name ...]     # default: all
@@ -107,7 +108,7 @@ build_helm() {
 # it cannot be `go install`ed; the wrapper module pins each staging module to
 # the matching v0.X.Y release instead.
 build_kubernetes() {
-  local names=(kube-apiserver kube-controller-manager kubectl) missing=0 n
+  local names=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl) missing=0 n
   for n in "${names[@]}"; do have "$n" "$K8S_VERSION" || missing=1; done
   if (( missing )); then
     local dir; dir=$(wrapper_module "kubernetes-$K8S_VERSION")
@@ -124,9 +125,11 @@ PY
     local minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
     local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
     mkdir -p out
-    with_heartbeat "kubernetes $K8S_VERSION (kube-apiserver, kube-controller-manager, kubectl; cold: 10-25 min)" bash -c "
-      go get -tool k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION &&
-      go build -trimpath -ldflags '$ldflags' -o out/ k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl"
+    local cmd tools=() packages=()
+    for cmd in "${names[@]}"; do tools+=("k8s.io/kubernetes/cmd/$cmd@$K8S_VERSION"); packages+=("k8s.io/kubernetes/cmd/$cmd"); done
+    with_heartbeat "kubernetes $K8S_VERSION (${names[*]}; cold: 10-25 min)" bash -c "
+      go get -tool ${tools[*]} &&
+      go build -trimpath -ldflags '$ldflags' -o out/ ${packages[*]}"
     for n in "${names[@]}"; do mv "out/$n" "$BIN_DIR/$n-$K8S_VERSION"; done
   fi
   for n in "${names[@]}"; do link "$n" "$K8S_VERSION"; done

@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 echo "== ruff"; ruff check .
 echo "== mypy"; mypy
 echo "== unit and component tests"; pytest -m "not e2e" "$@"
-echo "== end-to-end tests (local control plane)"; pytest -m e2e "$@"
+echo "== end-to-end tests (local cluster: control plane and a real node)"; pytest -m e2e "$@"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepares a fresh Debian machine for mediaimport, idempotently:
-#   1. Debian packages (ffmpeg, PostgreSQL server binaries, the image build tools),
+#   1. Debian packages (ffmpeg, PostgreSQL server binaries, the image build tools; for
+#      the local node containerd, runc, the CNI plugins, iptables, conntrack, socat, ethtool),
 #   2. a virtualenv at .venv with the project installed editable,
 #   3. the pinned Go binaries (etcd, Kubernetes, helm, versitygw), cached by version,
 #      with kubectl and helm linked into .venv/bin.
@@ -11,7 +12,10 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 # debootstrap, buildah and runc build the images without a registry (crun,
 # buildah's default runtime, fails on hybrid cgroup hosts; runc is used instead).
-DEBIAN_PACKAGES=(ffmpeg postgresql iproute2 debootstrap buildah runc)
+# containerd, runc, the CNI plugins, iptables, conntrack, socat and ethtool run the
+# local node (docs/local-stack.md).
+DEBIAN_PACKAGES=(ffmpeg postgresql iproute2 debootstrap buildah runc
+  containerd containernetworking-plugins iptables conntrack socat ethtool)
 missing=()
 for p in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,7 +1,5 @@
-"""Session fixtures that start the real services once: S3 (versitygw) and Postgres.
-
-The control-plane fixtures live further down (appended by their module's owners).
-"""
+"""Session fixtures that start the real services once: S3 (versitygw), Postgres and the
+local cluster."""
 
 from __future__ import annotations
 
@@ -12,9 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mediaimport_dev import nodenet
+from mediaimport_dev.cluster import Cluster, node_images
 from mediaimport_dev.controlplane import ControlPlane
+from mediaimport_dev.images import PAUSE_IMAGE
 from mediaimport_dev.kube import Kube
-from mediaimport_dev.nodeagent import NodeAgent
+from mediaimport_dev.operator_runner import job_image as find_job_image
 from mediaimport_dev.postgres import PostgresServer
 from mediaimport_dev.s3server import S3Server
 
@@ -51,15 +52,40 @@ def postgres_server(services_root: Path) -> Iterator[PostgresServer]:
         yield server
 
 
-# --- The local control plane (owned by the devstack module; appended) ---------------
-# A real etcd + kube-apiserver + kube-controller-manager, and the node agent that
-# runs pods as local processes. Session-scoped: starting them costs seconds.
+# --- The local cluster ---------------------------------------------------------------
+# A real etcd + kube-apiserver + kube-controller-manager + kube-scheduler, and a real node
+# (containerd, kubelet, kube-proxy) running the project's images. One node runs on a
+# machine at a time: a session waits for another worktree's to end. Tests marked
+# `ownnode` start a stack of their own, so they run first, before this one exists.
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.get_closest_marker("ownnode") is None)
 
 
 @pytest.fixture(scope="session")
-def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    with ControlPlane(tmp_path_factory.mktemp("controlplane")) as plane:
-        yield plane
+def images() -> dict[str, Path]:
+    """Image name -> OCI archive of the images the node runs (built when inputs change)."""
+    return node_images()
+
+
+@pytest.fixture(scope="session")
+def job_image(images: dict[str, Path]) -> str:
+    return find_job_image(images)
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, images: dict[str, Path]
+) -> Iterator[Cluster]:
+    with Cluster(tmp_path_factory.mktemp("cluster"), pause_image=PAUSE_IMAGE,
+                 images=images) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def control_plane(cluster: Cluster) -> ControlPlane:
+    return cluster.plane
 
 
 @pytest.fixture(scope="session")
@@ -69,13 +95,23 @@ def kube(control_plane: ControlPlane) -> Kube:
 
 
 @pytest.fixture(scope="session")
-def node_agent(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[NodeAgent]:
-    agent = NodeAgent(control_plane.kube(), tmp_path_factory.mktemp("nodeagent"), max_pods=4)
-    agent.start()
-    yield agent
-    agent.stop()
+def origin_host(cluster: Cluster) -> str:
+    """MEDIAIMPORT_ORIGIN_HOST: where test origins listen so that pods reach them."""
+    return nodenet.HOST_IP
+
+
+@pytest.fixture(scope="session")
+def cluster_s3(cluster: Cluster, services_root: Path) -> Iterator[S3Server]:
+    """An S3 server pods reach (on the node's veth), for tests that run imports in pods."""
+    with S3Server(services_root / "cluster-s3", host=nodenet.HOST_IP) as server:
+        yield server
+
+
+@pytest.fixture
+def cluster_bucket(cluster_s3: S3Server) -> str:
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    cluster_s3.create_bucket(name)
+    return name
 
 
 @pytest.fixture

@@ -1,1 +1,1 @@
-"""The local stack: a real control plane, a node agent, Postgres and an S3 server."""
+"""The local stack: a real control plane and node, Postgres and an S3 server."""

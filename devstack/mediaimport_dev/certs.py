@@ -18,10 +18,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-# The first address of --service-cluster-ip-range: in-cluster clients reach the
-# API server through the `kubernetes` Service at this IP, so it must be a SAN.
-SERVICE_IP = "10.0.0.1"
-SERVICE_CIDR = "10.0.0.0/24"
+from mediaimport_dev import nodenet
+
+# In-cluster clients reach the API server through the `kubernetes` Service, at the first
+# address of --service-cluster-ip-range: it must be a SAN.
+SERVICE_IP = nodenet.SERVICE_IP
+SERVICE_CIDR = nodenet.SERVICE_CIDR
+NODE_NAME = "mediaimport-node"
 _VALIDITY = dt.timedelta(days=365)
 
 
@@ -37,6 +40,14 @@ class ClusterCerts:
     serving: KeyPair
     admin: KeyPair
     controller_manager: KeyPair
+    scheduler: KeyPair
+    # The kubelet as a client (system:node:<name>, for the Node authorizer), the
+    # kubelet's own server (the API server verifies it for logs, exec, port-forward),
+    # the API server as the kubelet's client, and kube-proxy.
+    kubelet: KeyPair
+    kubelet_serving: KeyPair
+    apiserver_kubelet_client: KeyPair
+    kube_proxy: KeyPair
     # The service-account signing key (private) and its public half, which the
     # API server uses to verify the tokens it and the token controller issue.
     sa_key: Path
@@ -132,6 +143,21 @@ def _issue(
     return pair
 
 
+def load(directory: Path) -> ClusterCerts:
+    """The certificates `generate` wrote into directory."""
+
+    def pair(stem: str) -> KeyPair:
+        return KeyPair(directory / f"{stem}.crt", directory / f"{stem}.key")
+
+    return ClusterCerts(
+        ca=pair("ca"), serving=pair("apiserver"), admin=pair("admin"),
+        controller_manager=pair("controller-manager"), scheduler=pair("scheduler"),
+        kubelet=pair("kubelet"), kubelet_serving=pair("kubelet-serving"),
+        apiserver_kubelet_client=pair("apiserver-kubelet-client"),
+        kube_proxy=pair("kube-proxy"), sa_key=directory / "sa.key", sa_pub=directory / "sa.pub",
+    )
+
+
 def generate(directory: Path) -> ClusterCerts:
     """Write a fresh CA, serving/client certificates and the SA key pair into directory."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -159,6 +185,7 @@ def generate(directory: Path) -> ClusterCerts:
         server_names=[
             "127.0.0.1",
             "localhost",
+            nodenet.HOST_IP,
             SERVICE_IP,
             "kubernetes",
             "kubernetes.default",
@@ -176,6 +203,22 @@ def generate(directory: Path) -> ClusterCerts:
         directory, "controller-manager", ca_cert, ca_key, _name("system:kube-controller-manager")
     )
 
+    scheduler = _issue(directory, "scheduler", ca_cert, ca_key, _name("system:kube-scheduler"))
+    kubelet = _issue(
+        directory, "kubelet", ca_cert, ca_key, _name(f"system:node:{NODE_NAME}", "system:nodes")
+    )
+    kubelet_serving = _issue(
+        directory, "kubelet-serving", ca_cert, ca_key, _name(NODE_NAME),
+        server_names=[nodenet.NODE_IP, NODE_NAME],
+    )
+    # system:masters may use every kubelet API (logs, exec, port-forward, metrics).
+    apiserver_kubelet_client = _issue(
+        directory, "apiserver-kubelet-client", ca_cert, ca_key,
+        _name("kube-apiserver-kubelet-client", "system:masters"),
+    )
+    # The bootstrap policy binds system:node-proxier to this user name.
+    kube_proxy = _issue(directory, "kube-proxy", ca_cert, ca_key, _name("system:kube-proxy"))
+
     sa_private = _new_key()
     sa_key = directory / "sa.key"
     sa_pub = directory / "sa.pub"
@@ -185,4 +228,9 @@ def generate(directory: Path) -> ClusterCerts:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
-    return ClusterCerts(ca, serving, admin, controller_manager, sa_key, sa_pub)
+    written = ClusterCerts(
+        ca, serving, admin, controller_manager, scheduler, kubelet, kubelet_serving,
+        apiserver_kubelet_client, kube_proxy, sa_key, sa_pub,
+    )
+    assert written == load(directory)
+    return written

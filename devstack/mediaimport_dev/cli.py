@@ -50,7 +50,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     elif any(health.values()):
         unhealthy = ", ".join(n for n, ok in health.items() if not ok)
         print(f"mediaimport-dev: not healthy ({unhealthy}): starting afresh")
-    the_stack.up(allow_networks=networks, max_pods=args.max_pods)
+    the_stack.up(allow_networks=networks)
     print('next: eval "$(mediaimport-dev env)"; kubectl get nodes')
     return 0
 
@@ -127,14 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="start the local stack (idempotent)")
     up.add_argument("--allow-network", action="append", type=_network, metavar="CIDR",
-                    help="network local sources may come from (repeatable; default 127.0.0.0/8)")
-    up.add_argument("--max-pods", type=int, default=2, help="pods the node agent runs at once")
+                    help="network local sources may come from (repeatable; default "
+                    f"{stack.DEFAULT_NETWORKS[0]}, where local origins listen)")
     up.set_defaults(run=cmd_up)
     commands.add_parser("env", help="print shell export lines").set_defaults(run=cmd_env)
     commands.add_parser("status", help="what runs; exit 1 if not up").set_defaults(run=cmd_status)
     commands.add_parser("down", help="stop everything (idempotent)").set_defaults(run=cmd_down)
     logs = commands.add_parser("logs", help="tail a component's log")
-    logs.add_argument("component", help="controlplane, nodeagent, postgres, s3, ...")
+    logs.add_argument("component", help="network, controlplane, node, postgres, s3, ...")
     logs.add_argument("-n", "--lines", type=int, default=40)
     logs.set_defaults(run=cmd_logs)
     demo = commands.add_parser("demo", help="import a locally made sample video, end to end")

@@ -1,9 +1,11 @@
-"""A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager.
+"""A real Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler.
 
 What controller-runtime's envtest runs (etcd + API server), plus the controller
-manager, so Jobs, garbage collection, TTL-after-finished and service accounts
-behave exactly as in a cluster. The kubelet is the one missing part; see
-`nodeagent`.
+manager and the scheduler, so Jobs, garbage collection, TTL-after-finished, service
+accounts, endpoints and node lifecycle behave exactly as in a cluster. The API server
+listens on this machine's end of the node's veth (`nodenet.HOST_IP`), so the kubelet
+and pods (through the `kubernetes` Service) reach it too; the node is `node.Node`, and
+`cluster.Cluster` puts the two together.
 
 Two ways to use it:
 - attached (tests): `with ControlPlane(state_dir) as cp: ...`; the processes are
@@ -26,13 +28,16 @@ from typing import Any
 
 import requests
 
-from mediaimport_dev import certs, kubeconfig, lifecycle
+from mediaimport_dev import certs, kubeconfig, lifecycle, nodenet
 from mediaimport_dev.binaries import binary
 from mediaimport_dev.kube import Kube, KubeError
 from mediaimport_dev.ports import free_port, wait_for_port
 from mediaimport_dev.processes import log_tail, pid_alive, spawn, stop_group
 
+# Where the control plane listens: loopback on its own; with a node (`cluster.Cluster`,
+# the stack), this machine's end of the node's veth, so the kubelet and pods reach it.
 HOST = "127.0.0.1"
+NODE_HOST = nodenet.HOST_IP
 STATE_FILE = "controlplane.json"
 CONTROLLERS = [
     "job-controller",
@@ -42,6 +47,16 @@ CONTROLLERS = [
     "serviceaccount-token-controller",
     "root-ca-certificate-publisher-controller",
     "namespace-controller",
+    # The node: its not-ready taint goes once it is Ready; pods of a lost node are evicted.
+    "node-lifecycle-controller",
+    "taint-eviction-controller",
+    "pod-garbage-collector-controller",
+    # Services: endpoints for kube-proxy, and Deployments for workloads such as the operator.
+    "endpoints-controller",
+    "endpointslice-controller",
+    "endpointslice-mirroring-controller",
+    "deployment-controller",
+    "replicaset-controller",
 ]
 
 
@@ -68,9 +83,10 @@ class Component:
 
 
 class ControlPlane:
-    def __init__(self, state_dir: Path, *, detached: bool = False) -> None:
+    def __init__(self, state_dir: Path, *, detached: bool = False, host: str = HOST) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.detached = detached
+        self.host = host
         self.components: dict[str, Component] = {}
         self.server = ""
         self._exit_handle: int | None = None
@@ -125,9 +141,10 @@ class ControlPlane:
 
     def _start(self, deadline: float) -> None:
         pki = certs.generate(self.pki)
-        etcd_port, etcd_peer = free_port(HOST), free_port(HOST)
-        api_port, kcm_port = free_port(HOST), free_port(HOST)
-        self.server = f"https://{HOST}:{api_port}"
+        etcd_port, etcd_peer = free_port(self.host), free_port(self.host)
+        api_port, kcm_port = free_port(self.host), free_port(self.host)
+        scheduler_port = free_port(self.host)
+        self.server = f"https://{self.host}:{api_port}"
         kubeconfig.write(
             self.kubeconfig, server=self.server, ca=pki.ca.cert, cert=pki.admin.cert,
             key=pki.admin.key,
@@ -139,9 +156,16 @@ class ControlPlane:
             cert=pki.controller_manager.cert,
             key=pki.controller_manager.key,
         )
+        scheduler_kubeconfig = kubeconfig.write(
+            self.state_dir / "scheduler.kubeconfig",
+            server=self.server,
+            ca=pki.ca.cert,
+            cert=pki.scheduler.cert,
+            key=pki.scheduler.key,
+        )
 
-        etcd_url = f"http://{HOST}:{etcd_port}"
-        peer_url = f"http://{HOST}:{etcd_peer}"
+        etcd_url = f"http://{self.host}:{etcd_port}"
+        peer_url = f"http://{self.host}:{etcd_peer}"
         self._spawn(
             "etcd",
             [
@@ -159,29 +183,37 @@ class ControlPlane:
             ],
             {"client": etcd_port, "peer": etcd_peer},
         )
-        self._wait(lambda: wait_for_port(HOST, etcd_port, 0.2), "etcd", deadline)
+        self._wait(lambda: wait_for_port(self.host, etcd_port, 0.2), "etcd", deadline)
 
         self._spawn(
             "kube-apiserver",
             [
                 binary("kube-apiserver"),
                 f"--etcd-servers={etcd_url}",
-                f"--bind-address={HOST}",
-                f"--advertise-address={HOST}",
+                f"--bind-address={self.host}",
+                f"--advertise-address={self.host}",
                 f"--secure-port={api_port}",
                 f"--cert-dir={self.pki}",
                 f"--tls-cert-file={pki.serving.cert}",
                 f"--tls-private-key-file={pki.serving.key}",
                 f"--client-ca-file={pki.ca.cert}",
-                "--authorization-mode=RBAC",
+                # Node: the kubelet's rights follow the pods bound to it (with the
+                # NodeRestriction admission plugin); RBAC: everyone else's.
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                # logs, exec and port-forward: the API server calls the kubelet.
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-client-certificate={pki.apiserver_kubelet_client.cert}",
+                f"--kubelet-client-key={pki.apiserver_kubelet_client.key}",
+                f"--kubelet-certificate-authority={pki.ca.cert}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki.sa_pub}",
                 f"--service-account-signing-key-file={pki.sa_key}",
                 f"--service-cluster-ip-range={certs.SERVICE_CIDR}",
                 "--allow-privileged=true",
-                # The `kubernetes` Endpoints cannot hold a loopback address; there is
-                # no in-cluster network to reach anyway.
-                "--endpoint-reconciler-type=none",
+                # Without a node (loopback), the `kubernetes` Endpoints cannot hold the
+                # address, and nothing in a cluster network would use it.
+                *(["--endpoint-reconciler-type=none"] if self.host == HOST else []),
                 "--profiling=false",
             ],
             {"https": api_port},
@@ -196,7 +228,7 @@ class ControlPlane:
                 f"--kubeconfig={kcm_kubeconfig}",
                 f"--authentication-kubeconfig={kcm_kubeconfig}",
                 f"--authorization-kubeconfig={kcm_kubeconfig}",
-                f"--bind-address={HOST}",
+                f"--bind-address={self.host}",
                 f"--secure-port={kcm_port}",
                 f"--cert-dir={self.pki / 'controller-manager'}",
                 "--leader-elect=false",
@@ -208,7 +240,7 @@ class ControlPlane:
                 f"--service-account-private-key-file={pki.sa_key}",
                 f"--service-cluster-ip-range={certs.SERVICE_CIDR}",
                 # Many small Jobs at once: more syncs than the default 5. The client keeps
-                # its default rate (QPS 20, burst 30): more than the node agent's pods need,
+                # its default rate (QPS 20, burst 30): more than the node's pods need,
                 # and a faster one only competes with the operator for the API server on
                 # this one machine (bench/operator_throughput.py: create→Job p50 halved).
                 "--concurrent-job-syncs=20",
@@ -216,6 +248,21 @@ class ControlPlane:
                 "--v=1",
             ],
             {"https": kcm_port},
+        )
+        self._spawn(
+            "kube-scheduler",
+            [
+                binary("kube-scheduler"),
+                f"--kubeconfig={scheduler_kubeconfig}",
+                f"--authentication-kubeconfig={scheduler_kubeconfig}",
+                f"--authorization-kubeconfig={scheduler_kubeconfig}",
+                f"--bind-address={self.host}",
+                f"--secure-port={scheduler_port}",
+                f"--cert-dir={self.pki / 'scheduler'}",
+                "--leader-elect=false",
+                "--v=1",
+            ],
+            {"https": scheduler_port},
         )
         self._wait_for_default_service_account(deadline)
 

@@ -1,8 +1,9 @@
 """`mediaimport-dev demo`: import a locally made sample video, end to end.
 
 The whole path a user's import takes: the local stack comes up (control plane,
-node agent, Postgres, S3, the operator), a sample video is served on
-127.0.0.2, a MediaImport is applied with kubectl, and once it is Ready the
+a real node, Postgres, S3, the operator), a sample video is served on
+MEDIAIMPORT_ORIGIN_HOST (this machine's end of the node's veth), a MediaImport
+is applied with kubectl, the import Job runs the job image in a pod, and once it is Ready the
 demo shows `kubectl get mediaimports -o wide`, the S3 objects and the
 Postgres row; then the same video is imported through the HTTP API and through a
 signed Replicate webhook delivery, each followed by its server-sent events, and
@@ -26,7 +27,7 @@ from .binaries import binary, cache_root
 from .kube import Kube
 from .s3server import S3Server
 from .samples import make_sample_video, serve_directory
-from .stack import Stack
+from .stack import DEFAULT_NETWORKS, ORIGIN_HOST, Stack
 
 READY_TIMEOUT = 180.0
 
@@ -72,12 +73,12 @@ def run_demo(home: Path) -> int:
     stack = Stack(home)
     if not all(stack.health().values()):
         print(f"starting the local stack in {home} ...", flush=True)
-        stack.up(allow_networks=["127.0.0.0/8"], max_pods=2)
+        stack.up(allow_networks=list(DEFAULT_NETWORKS))
     env = {**os.environ, **stack.env()}
     kube = Kube.from_kubeconfig(env["KUBECONFIG"])
     sample = make_sample_video(cache_root() / "samples")
     name = f"demo-{uuid.uuid4().hex[:8]}"
-    with serve_directory(sample.parent) as origin:
+    with serve_directory(sample.parent, ORIGIN_HOST) as origin:
         url = f"{origin}/{sample.name}"
         print(f"serving {sample} at {url}")
         _kubectl(env, "apply", "-f", "-", stdin=json.dumps(_manifest(name, url)))

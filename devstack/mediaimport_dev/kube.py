@@ -1,8 +1,7 @@
-"""A small JSON client for the Kubernetes API, used by the node agent and the tests.
+"""A small JSON client for the Kubernetes API, used by the local stack and the tests.
 
-Why not the generated `kubernetes` client everywhere: the node agent handles every
-pod event of the cluster, and plain dicts are both faster than the generated
-models and free of their quirks (the Binding subresource's spurious ValueError,
+Why not the generated `kubernetes` client everywhere: plain dicts are both faster than
+the generated models and free of their quirks (the Binding subresource's spurious ValueError,
 kubernetes-client/python#547). Connection settings still come from the ordinary
 kubeconfig loader, so anything kubectl accepts works here too.
 """

@@ -27,7 +27,7 @@ def _run_all() -> None:
     with _lock:
         pending = list(_callbacks.items())
         _callbacks.clear()
-    # Last started, first stopped: the node agent goes before the API server it talks to.
+    # Last started, first stopped: the node goes before the API server it talks to.
     for _, callback in reversed(pending):
         with contextlib.suppress(Exception):
             callback()

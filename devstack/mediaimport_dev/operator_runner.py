@@ -76,7 +76,16 @@ def ensure_s3_secret(kube: Kube, env: dict[str, str], namespace: str = NAMESPACE
         kube.merge_patch(f"{path}/{SECRET_NAME}", {"stringData": data})
 
 
-def operator_env(ctx_env: dict[str, str], *, port: int, home: Path) -> dict[str, str]:
+def job_image(images: dict[str, Path]) -> str:
+    """The job image's name among the node's images."""
+    names = [name for name in images if "mediaimport-job" in name]
+    if len(names) != 1:
+        raise RuntimeError(f"expected one mediaimport-job image among {sorted(images)}")
+    return names[0]
+
+
+def operator_env(ctx_env: dict[str, str], *, port: int, home: Path,
+                 image: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MEDIAIMPORT_"))}
     env.update({k: v for k, v in ctx_env.items() if k.startswith("AWS_") or k == "KUBECONFIG"})
     env.update(
@@ -84,8 +93,9 @@ def operator_env(ctx_env: dict[str, str], *, port: int, home: Path) -> dict[str,
             "MEDIAIMPORT_BUCKET": ctx_env.get("MEDIAIMPORT_BUCKET", "mediaimport"),
             "MEDIAIMPORT_ALLOWED_NETWORKS": ctx_env.get("MEDIAIMPORT_ALLOWED_NETWORKS", ""),
             "MEDIAIMPORT_S3_SECRET_NAME": SECRET_NAME,
-            # The node agent runs the command on this machine: the job from this venv.
-            "MEDIAIMPORT_JOB_COMMAND": str(Path(sys.executable).parent / "mediaimport-job"),
+            # Imported into the node's containerd; there is no registry to pull from.
+            "MEDIAIMPORT_JOB_IMAGE": image,
+            "MEDIAIMPORT_JOB_IMAGE_PULL_POLICY": "Never",
             "MEDIAIMPORT_HTTP_HOST": "127.0.0.1",
             "MEDIAIMPORT_HTTP_PORT": str(port),
             "MEDIAIMPORT_LEASE_NAMESPACE": NAMESPACE,
@@ -114,7 +124,7 @@ class OperatorComponent:
         process = spawn(
             [sys.executable, "-m", "mediaimport_operator"],
             log,
-            env=operator_env(ctx.env, port=port, home=home),
+            env=operator_env(ctx.env, port=port, home=home, image=job_image(ctx.images)),
         )
         state = {"pid": process.pid, "log": str(log), "port": port}
         wait_started(process, log, lambda: self._ready(port),

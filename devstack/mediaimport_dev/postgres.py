@@ -12,7 +12,7 @@ import pwd
 import shutil
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
@@ -59,6 +59,10 @@ class PostgresServer:
     database: str = "mediaimport"
     user: str = "mediaimport"
     pid: int | None = None
+    # Addresses it also listens on (clients here use HOST), e.g. the node's veth end, and
+    # the networks whose clients it trusts besides loopback (the node's, for pods).
+    extra_hosts: list[str] = field(default_factory=list)
+    trusted_networks: list[str] = field(default_factory=list)
 
     @property
     def data_dir(self) -> Path:
@@ -86,6 +90,7 @@ class PostgresServer:
         fresh = not (self.data_dir / "PG_VERSION").exists()
         if fresh:
             self._initdb()
+        self._trust(self.trusted_networks)
         if not self.port:
             self.port = free_port()
         socket_dir = self.root / "socket"
@@ -95,7 +100,7 @@ class PostgresServer:
             _as_server_user([
                 _server_binary("postgres"),
                 "-D", str(self.data_dir),
-                "-h", HOST,
+                "-h", ",".join([HOST, *self.extra_hosts]),
                 "-p", str(self.port),
                 "-k", str(socket_dir),
                 # Test-speed settings: a lost test database costs nothing.
@@ -129,6 +134,15 @@ class PostgresServer:
         )
         if result.returncode != 0:
             raise PostgresError(f"initdb failed: {result.stderr.strip() or result.stdout.strip()}")
+
+    def _trust(self, networks: list[str]) -> None:
+        """Let clients from networks in (initdb's file trusts loopback only)."""
+        hba = self.data_dir / "pg_hba.conf"
+        text = hba.read_text()
+        lines = [f"host all all {network} trust" for network in networks]
+        missing = [line for line in lines if line not in text.splitlines()]
+        if missing:
+            hba.write_text(text.rstrip("\n") + "\n" + "\n".join(missing) + "\n")
 
     def _psql(self, sql: str, database: str = "postgres") -> None:
         result = subprocess.run(

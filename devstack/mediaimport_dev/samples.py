@@ -1,4 +1,4 @@
-"""A sample video made locally with ffmpeg, and a loopback origin that serves it."""
+"""A sample video made locally with ffmpeg, and a local origin that serves it."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextmanager
-def serve_directory(directory: Path, host: str = "127.0.0.2") -> Iterator[str]:
+def serve_directory(directory: Path, host: str) -> Iterator[str]:
     """Serve ``directory`` over HTTP on host (a free port); yields the base URL."""
     handler = functools.partial(_QuietHandler, directory=str(directory))
     server = http.server.ThreadingHTTPServer((host, 0), handler)

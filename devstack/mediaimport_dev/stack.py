@@ -1,9 +1,10 @@
 """The local stack as a list of components, each started, checked and stopped the same way.
 
-`mediaimport-dev up` starts the base components (control plane with its node agent,
-Postgres, S3) concurrently, then every extension in EXTENSIONS in order, with
-everything the earlier ones provide in a StackContext. State goes to
-`<home>/stack.json`, so `status`, `env`, `logs` and `down` work from any process.
+`mediaimport-dev up` claims the machine and makes the node's network first (`network`),
+then starts the control plane and the node, Postgres and S3 concurrently, then every
+extension in EXTENSIONS in order, with everything the earlier ones provide in a
+StackContext. State goes to `<home>/stack.json`, so `status`, `env`, `logs` and `down`
+work from any process.
 
 Extension point: the operator and the API each add a `Component` to EXTENSIONS
 (see the protocol below); `up`, `status`, `down` and `logs <name>` then cover them.
@@ -14,23 +15,27 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from mediaimport_dev.controlplane import ControlPlane
+from mediaimport_dev import certs, cluster, nodehost, nodenet
+from mediaimport_dev.controlplane import NODE_HOST, ControlPlane
+from mediaimport_dev.images import PAUSE_IMAGE
 from mediaimport_dev.kube import Kube
-from mediaimport_dev.nodeagent import DEFAULT_NODE_NAME, node_ready
+from mediaimport_dev.node import NODE_NAME, Node, node_ready
 from mediaimport_dev.postgres import PostgresServer
-from mediaimport_dev.processes import pid_alive, spawn, stop_group, wait_started
+from mediaimport_dev.processes import stop_group
 from mediaimport_dev.s3server import S3Server
 
 STATE_FILE = "stack.json"
 DEFAULT_BUCKET = "mediaimport"
-DEFAULT_NETWORKS = ("127.0.0.0/8",)
+# Where sources may come from: this machine's end of the node's veth, where local
+# origins listen (MEDIAIMPORT_ORIGIN_HOST).
+ORIGIN_HOST = nodenet.HOST_IP
+DEFAULT_NETWORKS = (f"{ORIGIN_HOST}/32",)
 
 State = dict[str, Any]
 
@@ -46,9 +51,10 @@ class StackContext:
     home: Path
     allow_networks: list[str]
     bucket: str = DEFAULT_BUCKET
-    max_pods: int = 2
     # Environment for processes of the stack (KUBECONFIG, DATABASE_URL, AWS_*, ...).
     env: dict[str, str] = field(default_factory=dict)
+    # Image name -> OCI archive of the images the node runs (the job's among them).
+    images: dict[str, Path] = field(default_factory=dict)
 
 
 class Component(Protocol):
@@ -67,11 +73,51 @@ class Component(Protocol):
     def log_path(self, state: State) -> Path | None: ...
 
 
+class NetworkComponent:
+    """The machine's one-node lock (kept by a holder process), the host clean-up and
+    record, and the node's network namespace and veth."""
+
+    name = "network"
+
+    def up(self, ctx: StackContext) -> State:
+        lock = nodehost.MachineLock()
+        cluster.claim_machine(lock, owner=f"mediaimport-dev up (pid {os.getpid()}), "
+                              f"home {ctx.home}")
+        try:
+            holder = nodehost.spawn_lock_holder(lock, ctx.home / "network" / "lock.log")
+        finally:
+            lock.release()
+        return {"lock_holder": holder, "log": str(ctx.home / "network" / "lock.log")}
+
+    def down(self, state: State) -> None:
+        holder = state["lock_holder"]
+        if nodehost.is_lock_holder(holder):
+            cluster.release_machine(None)
+            stop_group(holder, grace=2.0)
+            return
+        # The holder is gone (killed): clean up only if no other stack has the machine
+        # meanwhile (it cleaned up what this one left when it started).
+        lock = nodehost.MachineLock()
+        if lock.try_acquire(owner=f"mediaimport-dev down (pid {os.getpid()})"):
+            cluster.release_machine(lock)
+
+    def healthy(self, state: State) -> bool:
+        return nodehost.is_lock_holder(state["lock_holder"]) and nodenet.exists()
+
+    def describe(self, state: State) -> str:
+        return (f"netns {nodenet.NETNS}: this machine {nodenet.HOST_IP} (dev {nodenet.HOST_IF})"
+                f" <-> node {nodenet.NODE_IP}; pods {nodenet.POD_CIDR}, services "
+                f"{nodenet.SERVICE_CIDR}; lock held by pid {state['lock_holder']}")
+
+    def log_path(self, state: State) -> Path | None:
+        return Path(state["log"])
+
+
 class ControlPlaneComponent:
     name = "controlplane"
 
     def up(self, ctx: StackContext) -> State:
-        plane = ControlPlane(ctx.home / "controlplane", detached=True)
+        plane = ControlPlane(ctx.home / "controlplane", detached=True, host=NODE_HOST)
         plane.start()
         return {"dir": str(plane.state_dir)}
 
@@ -98,45 +144,47 @@ class ControlPlaneComponent:
         return Path(state["dir"]) / "logs"
 
 
-class NodeAgentComponent:
-    name = "nodeagent"
+class NodeComponent:
+    name = "node"
 
     def up(self, ctx: StackContext) -> State:
-        log = ctx.home / "nodeagent" / "agent.log"
-        process = spawn(
-            [
-                sys.executable, "-m", "mediaimport_dev.nodeagent",
-                "--kubeconfig", ctx.env["KUBECONFIG"],
-                "--state-dir", ctx.home / "nodeagent",
-                "--max-pods", str(ctx.max_pods),
-            ],
-            log,
-        )
-        state = {"pid": process.pid, "log": str(log), "kubeconfig": ctx.env["KUBECONFIG"]}
-        kube = Kube.from_kubeconfig(ctx.env["KUBECONFIG"])
-        wait_started(process, log, lambda: node_ready(kube),
-                     what="the node agent (registering its Node)", timeout=30)
+        plane_dir = ctx.home / "controlplane"
+        plane = ControlPlane.load(plane_dir)
+        assert plane is not None, "the control plane starts first"
+        node = Node(ctx.home / "node")
+        state = {"dir": str(node.state_dir), "kubeconfig": str(plane.kubeconfig)}
+        node.start(server=plane.server, pki=certs.load(plane.pki), pause_image=PAUSE_IMAGE,
+                   images=ctx.images)
         return state
 
     def down(self, state: State) -> None:
-        stop_group(state["pid"])
+        node = Node.load(Path(state["dir"]))
+        if node is not None:
+            node.stop()
 
     def healthy(self, state: State) -> bool:
-        return pid_alive(state["pid"])
+        node = Node.load(Path(state["dir"]))
+        return (node is not None and node.alive()
+                and node_ready(Kube.from_kubeconfig(state["kubeconfig"])))
 
     def describe(self, state: State) -> str:
-        pods = Path(state["log"]).parent / "pods"
-        return f"pid {state['pid']}, node {DEFAULT_NODE_NAME}, pod logs under {pods}"
+        node = Node.load(Path(state["dir"]))
+        if node is None:
+            return "not running"
+        parts = [f"{c.name} pid {c.pid}" for c in node.components.values()]
+        return f"{NODE_NAME} at {nodenet.NODE_IP}; " + "; ".join(parts)
 
     def log_path(self, state: State) -> Path | None:
-        return Path(state["log"])
+        return Path(state["dir"]) / "logs"
 
 
 class PostgresComponent:
     name = "postgres"
 
     def up(self, ctx: StackContext) -> State:
-        server = PostgresServer(ctx.home / "postgres")
+        # Also on the node's veth: a pod (the operator run in the cluster) reaches it.
+        server = PostgresServer(ctx.home / "postgres", extra_hosts=[ORIGIN_HOST],
+                                trusted_networks=[nodenet.LINK_CIDR])
         server.start()
         return server.to_state()
 
@@ -158,7 +206,8 @@ class S3Component:
     name = "s3"
 
     def up(self, ctx: StackContext) -> State:
-        server = S3Server(ctx.home / "s3")
+        # On the node's veth: the import Jobs' pods upload to it.
+        server = S3Server(ctx.home / "s3", host=ORIGIN_HOST)
         server.start()
         server.create_bucket(ctx.bucket)
         return server.to_state()
@@ -178,13 +227,17 @@ class S3Component:
 
 
 BASE: list[Component] = [
-    ControlPlaneComponent(), NodeAgentComponent(), PostgresComponent(), S3Component()
+    NetworkComponent(), ControlPlaneComponent(), NodeComponent(), PostgresComponent(),
+    S3Component(),
 ]
 # Started after the base, in this order, stopped before it. The operator (and later
 # the API) add themselves here.
 EXTENSIONS: list[Component] = []
 
-from mediaimport_dev.operator_runner import OperatorComponent  # noqa: E402 - needs Component
+from mediaimport_dev.operator_runner import (  # noqa: E402 - needs Component
+    OperatorComponent,
+    job_image,
+)
 
 EXTENSIONS.append(OperatorComponent())
 
@@ -197,8 +250,8 @@ def components() -> list[Component]:
     return [*BASE, *EXTENSIONS]
 
 
-def base_env(home: Path, states: dict[str, State], bucket: str,
-             networks: list[str]) -> dict[str, str]:
+def base_env(home: Path, states: dict[str, State], bucket: str, networks: list[str],
+             images: dict[str, Path]) -> dict[str, str]:
     env = {"KUBECONFIG": str(home / "controlplane" / "kubeconfig")}
     if "postgres" in states:
         postgres = PostgresServer.from_state(states["postgres"])
@@ -208,6 +261,9 @@ def base_env(home: Path, states: dict[str, State], bucket: str,
         env.update(S3Server.from_state(states["s3"]).env())
     env["MEDIAIMPORT_BUCKET"] = bucket
     env["MEDIAIMPORT_ALLOWED_NETWORKS"] = ",".join(networks)
+    env["MEDIAIMPORT_ORIGIN_HOST"] = ORIGIN_HOST
+    if images:
+        env["MEDIAIMPORT_JOB_IMAGE"] = job_image(images)
     return env
 
 
@@ -243,39 +299,43 @@ class Stack:
         return dict(state["env"])
 
     def up(self, *, allow_networks: list[str], bucket: str = DEFAULT_BUCKET,
-           max_pods: int = 2, echo: Any = print) -> None:
+           echo: Any = print) -> None:
         """Start a fresh stack (the caller checks whether one is already up)."""
         self.down()
-        for name in ("controlplane", "nodeagent", "postgres", "s3", *(c.name for c in EXTENSIONS)):
+        for name in (*(c.name for c in BASE), *(c.name for c in EXTENSIONS)):
             shutil.rmtree(self.home / name, ignore_errors=True)
         self.home.mkdir(parents=True, exist_ok=True)
         _make_traversable(self.home)
-        ctx = StackContext(self.home, allow_networks, bucket, max_pods)
+        started = time.monotonic()
+        images = cluster.node_images()
+        ctx = StackContext(self.home, allow_networks, bucket, images=images)
         state: State = {"components": {}, "allow_networks": allow_networks, "bucket": bucket,
                         "env": {}}
         recorded: dict[str, State] = state["components"]
         # The state file is written before anything starts, and after each part,
         # so `down` can always clean up, even after a failed or interrupted `up`.
         self._save(state)
-        ctx.env = base_env(self.home, {}, bucket, allow_networks)
-        control, agent, postgres, s3 = BASE
+        ctx.env = base_env(self.home, {}, bucket, allow_networks, images)
+        network, control, node, postgres, s3 = BASE
 
         def kubernetes() -> None:
             recorded[control.name] = control.up(ctx)
-            recorded[agent.name] = agent.up(ctx)
+            self._save(state)
+            recorded[node.name] = node.up(ctx)
 
         def service(component: Component) -> None:
             recorded[component.name] = component.up(ctx)
 
-        started = time.monotonic()
         try:
+            recorded[network.name] = network.up(ctx)
+            self._save(state)
             with ThreadPoolExecutor(3) as pool:
                 futures = [pool.submit(kubernetes), pool.submit(service, postgres),
                            pool.submit(service, s3)]
             self._save(state)
             for future in futures:
                 future.result()  # the first failure, if any, with its own traceback
-            ctx.env = base_env(self.home, recorded, bucket, allow_networks)
+            ctx.env = base_env(self.home, recorded, bucket, allow_networks, images)
             state["env"] = ctx.env
             self._save(state)
             for extension in EXTENSIONS:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from typing import TYPE_CHECKING, cast
 
 import kopf
 from pydantic import ValidationError
@@ -21,6 +22,9 @@ from .health import HealthServer
 from .leader import LeaderElector
 from .settings import Settings
 from .supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from kopf._core.engines.peering import Identity  # kopf exports no name for its type
 
 log = logging.getLogger("mediaimport_operator")
 # How long kopf may take to stop once leadership is lost, before it is cancelled.
@@ -97,6 +101,9 @@ async def run(settings: Settings) -> int:
                 clusterwide=not settings.namespaces,
                 namespaces=settings.namespaces,
                 standalone=True,
+                # Ours, not kopf's default: that asks the user database for the user's name,
+                # and an image's uid (10001) has no entry there (getpwuid fails).
+                identity=cast("Identity", settings.identity),
                 stop_flag=stop_flag,
                 ready_flag=ready_flag,
                 memo=kopf.Memo(runtime=runtime),

@@ -1,4 +1,4 @@
-"""Helpers for tests against the control plane: create Jobs, wait for the controllers."""
+"""Helpers for tests against the cluster: create Jobs and pods, wait for the controllers."""
 
 from __future__ import annotations
 
@@ -24,9 +24,12 @@ def eventually(check: Callable[[], T | None], *, timeout: float = 30.0, what: st
 
 
 class Jobs:
-    def __init__(self, kube: Kube, namespace: str) -> None:
+    """Jobs whose one container runs ``image`` (the job image: it has sh and python3)."""
+
+    def __init__(self, kube: Kube, namespace: str, image: str) -> None:
         self.kube = kube
         self.namespace = namespace
+        self.image = image
 
     def path(self, name: str = "") -> str:
         base = f"/apis/batch/v1/namespaces/{self.namespace}/jobs"
@@ -44,7 +47,8 @@ class Jobs:
                 "template": {
                     "spec": {
                         "restartPolicy": "Never",
-                        "containers": [{"name": "main", "image": "local", "command": command}],
+                        "containers": [{"name": "main", "image": self.image,
+                                        "imagePullPolicy": "Never", "command": command}],
                         **pod_spec,
                     }
                 },
@@ -79,9 +83,7 @@ class Jobs:
         return list(listing["items"])
 
 
-def container_pid(pod: Json) -> int | None:
-    """The local pid behind a pod run by the node agent (from its containerID)."""
-    for status in pod.get("status", {}).get("containerStatuses", []):
-        if status.get("containerID"):
-            return int(status["containerID"].rsplit("/", 1)[1])
-    return None
+def terminated(pod: Json) -> Json:
+    """The first container's terminated state (exitCode, reason, message, ...)."""
+    state: Json = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    return state

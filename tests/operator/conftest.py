@@ -1,5 +1,5 @@
 """Fixtures of the operator's end-to-end tests: the CRD, the operator as a real process,
-media served from a loopback origin, and helpers to create and wait for MediaImports."""
+media served from an origin pods reach, and helpers to create and wait for MediaImports."""
 
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ from support.origin import Origin, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "charts/mediaimport/files/mediaimports.mediaimport.dev.yaml"
-JOB = str(Path(sys.executable).parent / "mediaimport-job")
 GROUP_PATH = "/apis/mediaimport.dev/v1alpha1"
 
 
@@ -80,8 +79,9 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> MediaLibrary:
 
 
 @pytest.fixture(scope="session")
-def origin() -> Iterator[Origin]:
-    with serve("127.0.0.2") as server:
+def origin(origin_host: str) -> Iterator[Origin]:
+    """Serves the test media where the import pods reach it (MEDIAIMPORT_ORIGIN_HOST)."""
+    with serve(origin_host) as server:
         yield server
 
 
@@ -181,6 +181,7 @@ class Env:
     origin: Origin
     media: MediaLibrary
     tmp: Path
+    job_image: str
     operators: list[OperatorProcess] = field(default_factory=list)
 
     # -- operator ------------------------------------------------------------------
@@ -195,8 +196,9 @@ class Env:
             "MEDIAIMPORT_BUCKET": self.bucket,
             "MEDIAIMPORT_S3_SECRET_NAME": "mediaimport-s3",
             "MEDIAIMPORT_DATABASE_URL": self.postgres.url,
-            "MEDIAIMPORT_ALLOWED_NETWORKS": "127.0.0.2/32",
-            "MEDIAIMPORT_JOB_COMMAND": JOB,
+            "MEDIAIMPORT_ALLOWED_NETWORKS": f"{self.origin.host}/32",
+            "MEDIAIMPORT_JOB_IMAGE": self.job_image,
+            "MEDIAIMPORT_JOB_IMAGE_PULL_POLICY": "Never",
             "MEDIAIMPORT_HTTP_PORT": "0",
             "MEDIAIMPORT_HTTP_HOST": "127.0.0.1",
             "MEDIAIMPORT_LEASE_NAMESPACE": self.namespace,
@@ -307,26 +309,26 @@ class Env:
 @pytest.fixture
 def env(
     control_plane: ControlPlane,
-    node_agent: Any,
     crd: str,
     kube: Kube,
     namespace: str,
-    s3_server: S3Server,
-    s3_bucket: str,
+    cluster_s3: S3Server,
+    cluster_bucket: str,
     postgres_server: PostgresServer,
     origin: Origin,
     media: MediaLibrary,
     tmp_path: Path,
+    job_image: str,
 ) -> Iterator[Env]:
     kube.create(
         f"/api/v1/namespaces/{namespace}/secrets",
         {
             "metadata": {"name": "mediaimport-s3"},
-            "stringData": s3_server.env(),
+            "stringData": cluster_s3.env(),
         },
     )
-    world = Env(kube, control_plane, namespace, s3_bucket, s3_server, postgres_server,
-                origin, media, tmp_path)
+    world = Env(kube, control_plane, namespace, cluster_bucket, cluster_s3, postgres_server,
+                origin, media, tmp_path, job_image)
     yield world
     for op in world.operators:
         op.stop()

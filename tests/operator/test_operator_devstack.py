@@ -19,16 +19,18 @@ pytestmark = pytest.mark.e2e
 
 
 def test_component_installs_the_crd_and_runs_the_operator(
-    control_plane: ControlPlane, node_agent: Any, postgres_server: PostgresServer,
-    s3_server: S3Server, s3_bucket: str, origin: Any, media: Any, tmp_path: Path,
+    control_plane: ControlPlane, postgres_server: PostgresServer, cluster_s3: S3Server,
+    cluster_bucket: str, origin: Any, media: Any, tmp_path: Path,
+    images: dict[str, Path],
 ) -> None:
-    ctx = StackContext(tmp_path, ["127.0.0.2/32"], s3_bucket)
+    networks = [f"{origin.host}/32"]
+    ctx = StackContext(tmp_path, networks, cluster_bucket, images=images)
     ctx.env = {
         "KUBECONFIG": str(control_plane.kubeconfig),
         "DATABASE_URL": postgres_server.url,
-        "MEDIAIMPORT_BUCKET": s3_bucket,
-        "MEDIAIMPORT_ALLOWED_NETWORKS": "127.0.0.2/32",
-        **s3_server.env(),
+        "MEDIAIMPORT_BUCKET": cluster_bucket,
+        "MEDIAIMPORT_ALLOWED_NETWORKS": ",".join(networks),
+        **cluster_s3.env(),
     }
     component = OperatorComponent()
     state = component.up(ctx)

@@ -1,4 +1,5 @@
-"""The operator end to end: real API server and controllers, node agent, job, Postgres, S3."""
+"""The operator end to end: real API server and controllers, a real node running the job
+image, Postgres, S3."""
 
 from __future__ import annotations
 
