@@ -239,18 +239,20 @@ class LiveWorld:
 
 @pytest.fixture(scope="session")
 def live(
-    control_plane: ControlPlane, node_agent: Any, crd: str, kube: Kube, s3_server: S3Server,
-    postgres_server: PostgresServer, origin: Any, media: Any,
+    control_plane: ControlPlane, crd: str, kube: Kube, cluster_s3: S3Server,
+    postgres_server: PostgresServer, origin: Any, media: Any, job_image: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[LiveWorld]:
-    world = World(control_plane, kube, s3_server, postgres_server,
+    # S3 and the origin where the import pods reach them (the node's veth).
+    world = World(control_plane, kube, cluster_s3, postgres_server,
                   tmp_path_factory.mktemp("live-api"))
-    operator_env = Env(kube, control_plane, world.namespace, world.bucket, s3_server,
-                       postgres_server, origin, media, world.tmp)
+    operator_env = Env(kube, control_plane, world.namespace, world.bucket, cluster_s3,
+                       postgres_server, origin, media, world.tmp, job_image)
     operator_env.start_operator()
     # The longest wait there is: a machine shared by many test runs can be slow.
-    server = world.start_api(MEDIAIMPORT_API_IMAGE_WAIT_SECONDS="60")
-    yield LiveWorld(server, operator_env, s3_server)
+    server = world.start_api(MEDIAIMPORT_API_IMAGE_WAIT_SECONDS="60",
+                             MEDIAIMPORT_API_ALLOWED_NETWORKS=f"{origin.host}/32")
+    yield LiveWorld(server, operator_env, cluster_s3)
     server.stop()
     for operator in operator_env.operators:
         operator.stop()

@@ -199,6 +199,9 @@ class Env:
             "MEDIAIMPORT_ALLOWED_NETWORKS": f"{self.origin.host}/32",
             "MEDIAIMPORT_JOB_IMAGE": self.job_image,
             "MEDIAIMPORT_JOB_IMAGE_PULL_POLICY": "Never",
+            # The node has 2 CPUs: at the default request (250m) eight import pods fill it,
+            # and the pods of tests that stall an import on purpose would hold others back.
+            "MEDIAIMPORT_CPU_REQUEST": "50m",
             "MEDIAIMPORT_HTTP_PORT": "0",
             "MEDIAIMPORT_HTTP_HOST": "127.0.0.1",
             "MEDIAIMPORT_LEASE_NAMESPACE": self.namespace,

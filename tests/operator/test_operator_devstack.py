@@ -48,9 +48,14 @@ def test_component_installs_the_crd_and_runs_the_operator(
             "spec": {"url": origin.url("/files/devstack.png"), "userId": "dev"},
         })
         path = f"/apis/mediaimport.dev/v1alpha1/namespaces/default/mediaimports/{name}"
-        body = eventually(
-            lambda: (b := kube.get(path)).get("status", {}).get("phase") in ("Ready", "Failed")
-            and b, timeout=60, what="the import")
+        try:
+            body = eventually(
+                lambda: (b := kube.get(path)).get("status", {}).get("phase") in ("Ready", "Failed")
+                and b, timeout=90, what="the import")
+        except AssertionError:
+            pods = kube.get("/api/v1/namespaces/default/pods")["items"]
+            print([(p["metadata"]["name"], p["status"]) for p in pods], kube.get(path))
+            raise
         assert body["status"]["phase"] == "Ready", body["status"]
         kube.delete(path)
         log = component.log_path(state)
