@@ -1,14 +1,17 @@
 """The node's network: a network namespace of its own, joined to this machine by a veth pair.
 
 The kubelet, containerd, kube-proxy and every pod live in the namespace ``mediaimport-node``;
-this machine keeps one end of the veth (``mediaimport0``). All addresses come from the
-documentation ranges of RFC 5737, which are never routed on any network:
+this machine keeps one end of the veth (``mediaimport0``). All addresses come from one
+documentation range of RFC 5737, 198.51.100.0/24. (Sandboxed machines do use documentation
+ranges for their own plumbing — one such machine reaches its package registries at an address
+in 203.0.113.0/24 — so the stack keeps to a single /24 and checks it against this machine's
+addresses, routes and resolvers before it takes it.)
 
     198.51.100.1/30     this machine's end (HOST_IP): the API server, S3, Postgres and
                         test origins listen here, so pods reach them
     198.51.100.2/30     the node's end (NODE_IP): the kubelet (10250) and NodePorts
     198.51.100.128/25   pods (POD_CIDR), on the bridge ``cni0`` inside the namespace
-    203.0.113.0/24      Services (SERVICE_CIDR); ``kubernetes`` is 203.0.113.1
+    198.51.100.64/26    Services (SERVICE_CIDR); ``kubernetes`` is 198.51.100.65
 
 This machine routes POD_CIDR and SERVICE_CIDR to NODE_IP, so a pod or a ClusterIP can be
 reached from here directly. The namespace has no default route: a packet for anywhere
@@ -31,9 +34,9 @@ LINK_CIDR = "198.51.100.0/30"
 HOST_IP = "198.51.100.1"
 NODE_IP = "198.51.100.2"
 POD_CIDR = "198.51.100.128/25"
-SERVICE_CIDR = "203.0.113.0/24"
+SERVICE_CIDR = "198.51.100.64/26"
 # The first address of SERVICE_CIDR: the `kubernetes` Service's ClusterIP.
-SERVICE_IP = "203.0.113.1"
+SERVICE_IP = "198.51.100.65"
 _RANGES = (LINK_CIDR, POD_CIDR, SERVICE_CIDR)
 
 
@@ -77,7 +80,28 @@ def collisions() -> list[str]:
         net = ipaddress.ip_network(dst, strict=False)
         if any(net.overlaps(r) for r in ours):
             found.append(f"route {dst} dev {route.get('dev', '?')}")
+    # A resolver reached through the default route is invisible to the checks above, and
+    # routing its address into the namespace would cut this machine off from DNS.
+    for server in _nameservers():
+        if any(server in r for r in ours):
+            found.append(f"nameserver {server} (/etc/resolv.conf)")
     return found
+
+
+def _nameservers() -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    try:
+        lines = Path("/etc/resolv.conf").read_text().splitlines()
+    except OSError:
+        return []
+    servers = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == "nameserver":
+            try:
+                servers.append(ipaddress.ip_address(fields[1].split("%")[0]))
+            except ValueError:
+                continue
+    return servers
 
 
 def create() -> None:

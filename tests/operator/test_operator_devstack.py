@@ -51,7 +51,7 @@ def test_component_installs_the_crd_and_runs_the_operator(
         try:
             body = eventually(
                 lambda: (b := kube.get(path)).get("status", {}).get("phase") in ("Ready", "Failed")
-                and b, timeout=90, what="the import")
+                and b, timeout=180, what="the import")  # a loaded machine: pods start slowly
         except AssertionError:
             pods = kube.get("/api/v1/namespaces/default/pods")["items"]
             print([(p["metadata"]["name"], p["status"]) for p in pods], kube.get(path))

@@ -48,17 +48,22 @@ def _sysctls() -> dict[str, str]:
     return values
 
 
+def _image_build_mount(point: str) -> bool:
+    """buildah's store and run-time directories (the images' builds, which any worktree's
+    tests or benchmarks may run at any time without the node's lock): not the node's."""
+    return (point.startswith(str(cache_root() / "images"))
+            or "/mediaimport-buildah/" in point or "/mediaimport-bench-images-" in point
+            or "/images/storage/" in point or point.endswith("/images/storage/overlay"))
+
+
 def snapshot() -> dict[str, Any]:
     links = json.loads(_run("ip", "-j", "link", "show") or "[]")
     addresses = json.loads(_run("ip", "-j", "addr", "show") or "[]")
     routes = [json.loads(_run("ip", "-j", family, "route", "show", "table", "all") or "[]")
               for family in ("-4", "-6")]
     cgroups = sorted(str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{nodehost.CGROUP_PARENT}"))
-    # buildah keeps its image store's overlay directory mounted between builds, which any
-    # worktree may start at any time: not the node's.
-    image_store = str(cache_root() / "images")
     mounts = sorted(point for line in Path("/proc/self/mountinfo").read_text().splitlines()
-                    if not (point := line.split()[4]).startswith(image_store))
+                    if not _image_build_mount(point := line.split()[4]))
     return {
         "interfaces": sorted(link["ifname"] for link in links),
         "netns": _run("ip", "netns", "list").split(),
