@@ -154,7 +154,13 @@ class Node:
         config = self.state_dir / "containerd.toml"
         config.write_text(containerd.config(pause_image=pause_image, cni_conf_dir=cni_dir))
         self._spawn("containerd", [containerd.binary(), "--config", str(config)])
-        self._wait(lambda: _answers(containerd.image_names), "containerd", deadline)
+        # The CRI service answers "server is not initialized yet" (and a kubelet started then
+        # exits) until it has recovered its state and started streaming, after which it logs
+        # this line; the containerd API itself answers earlier.
+        log = self.log_path("containerd")
+        self._wait(lambda: _answers(containerd.image_names)
+                   and "Start streaming server" in log.read_text(errors="replace"),
+                   "containerd", deadline)
         containerd.remove_all_containers()
         self._import(images, echo)
 
