@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import base64
 import json
+import math
 import os
 import resource
 import subprocess
@@ -71,24 +72,53 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def cpu_seconds(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
+def figure(value: float, digits: int) -> float | None:
+    """``value`` rounded; None for a phase that did not run (JSON has no NaN)."""
+    return None if math.isnan(value) else round(value, digits)
+
+
+def cpu_seconds(pid: int, *, tree: bool = False) -> float:
+    """CPU seconds of ``pid`` (with ``tree``, and of everything under it: Postgres'
+    backends are children of its postmaster, finished ones counted in its children times)."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in [root, *(root.children(recursive=True) if tree else [])]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
 
 
 class CpuMeter:
-    """CPU seconds of the API, kube-apiserver and etcd between start() and stop()."""
+    """CPU seconds of each component (and of this load generator) between start() and
+    stop(), and the machine's CPU seconds in the same time: what the rest of the machine
+    took is their difference."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    def __init__(self, pids: dict[str, int], trees: frozenset[str] = frozenset()) -> None:
         self.pids = pids
+        self.trees = trees
         self.before: dict[str, float] = {}
+        self.machine_before = 0.0
+
+    @staticmethod
+    def _machine() -> float:
+        times = psutil.cpu_times()
+        return float(times.user + times.system + times.nice + times.irq + times.softirq)
 
     def start(self) -> None:
-        self.before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.before = {name: cpu_seconds(pid, tree=name in self.trees)
+                       for name, pid in self.pids.items()}
+        self.machine_before = self._machine()
 
     def stop(self) -> dict[str, float]:
-        return {name: round(cpu_seconds(pid) - self.before[name], 1)
+        used = {name: round(cpu_seconds(pid, tree=name in self.trees) - self.before[name], 2)
                 for name, pid in self.pids.items()}
+        used["machine"] = round(self._machine() - self.machine_before, 2)
+        used["others"] = round(used["machine"] - sum(
+            value for name, value in used.items() if name != "machine"), 2)
+        return used
 
 
 async def load(
@@ -223,11 +253,15 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--changes", type=int, default=5)
+    parser.add_argument("--phases", default="import,webhook,sse",
+                        help="which loads to run (comma-separated: import, webhook, sse)")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     # 1,000 streams are 1,000 sockets on each side; the API inherits the limit.
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
 
+    # The machine's load before this benchmark adds its own (reported with the figures).
+    load_before = [round(value, 2) for value in os.getloadavg()]
     work = Path(tempfile.mkdtemp(prefix="mediaimport-bench-api-"))
     for parent in [work, *work.parents]:  # Postgres runs as `postgres` under root
         if parent != Path("/") and os.geteuid() == 0:
@@ -271,40 +305,53 @@ def main() -> int:
         process = spawn([sys.executable, "-m", "mediaimport_api"], log, env=env)
         wait_started(process, log, lambda: _ready(api), what="the API", timeout=60,
                      interval=0.2)
-        pids = {"api": process.pid, **{name: plane.components[name].pid
-                                       for name in ("kube-apiserver", "etcd")}}
-        meter = CpuMeter(pids)
+        pids = {"api": process.pid,
+                **{name: plane.components[name].pid for name in (
+                    "kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler")},
+                # This process: the load generator (the API is its child, not counted here).
+                "postgres": postgres.pid or 0, "load": os.getpid()}
+        meter = CpuMeter(pids, trees=frozenset({"postgres"}))
 
-        # Warm-up: connections, the pools, the first statements.
-        asyncio.run(load(64, args.concurrency, importer(api, token, origin), 202))
-        meter.start()
-        import_rps, import_lat, import_other = asyncio.run(
-            load(args.requests, args.concurrency, importer(api, token, origin), 202))
-        import_cpu = meter.stop()
+        import_rps = webhook_rps = rss = rss_idle = float("nan")
+        import_lat: list[float] = []
+        webhook_lat: list[float] = []
+        delays: list[float] = []
+        import_other = webhook_other = streams = 0
+        import_cpu: dict[str, float] = {}
+        webhook_cpu: dict[str, float] = {}
+        if "import" in args.phases:
+            # Warm-up: connections, the pools, the first statements.
+            asyncio.run(load(64, args.concurrency, importer(api, token, origin), 202))
+            meter.start()
+            import_rps, import_lat, import_other = asyncio.run(
+                load(args.requests, args.concurrency, importer(api, token, origin), 202))
+            import_cpu = meter.stop()
 
-        issued = requests.post(f"{api}/api/v1/webhooks/replicate/urls",
-                               headers={"Authorization": f"Bearer {token}"}, timeout=10)
-        webhook_url = issued.json()["url"]
-        asyncio.run(load(32, args.concurrency, deliverer(webhook_url, origin), 200))
-        meter.start()
-        webhook_rps, webhook_lat, webhook_other = asyncio.run(
-            load(args.requests, args.concurrency, deliverer(webhook_url, origin), 200))
-        webhook_cpu = meter.stop()
+        if "webhook" in args.phases:
+            issued = requests.post(f"{api}/api/v1/webhooks/replicate/urls",
+                                   headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            webhook_url = issued.json()["url"]
+            asyncio.run(load(32, args.concurrency, deliverer(webhook_url, origin), 200))
+            meter.start()
+            webhook_rps, webhook_lat, webhook_other = asyncio.run(
+                load(args.requests, args.concurrency, deliverer(webhook_url, origin), 200))
+            webhook_cpu = meter.stop()
 
-        # One import, and many streams of it; status written as the operator would.
-        accepted = requests.post(f"{api}/api/v1/media/import-from-url",
-                                 headers={"Authorization": f"Bearer {token}"},
-                                 json={"url": f"{origin}/watched.mp4"}, timeout=10).json()
-        name = accepted["metadata"]["import_job_id"]
-        status_path = (f"/apis/mediaimport.dev/v1alpha1/namespaces/{NAMESPACE}/mediaimports/"
-                       f"{name}/status")
+        if "sse" in args.phases:
+            # One import, and many streams of it; status written as the operator would.
+            accepted = requests.post(f"{api}/api/v1/media/import-from-url",
+                                     headers={"Authorization": f"Bearer {token}"},
+                                     json={"url": f"{origin}/watched.mp4"}, timeout=10).json()
+            name = accepted["metadata"]["import_job_id"]
+            status_path = (f"/apis/mediaimport.dev/v1alpha1/namespaces/{NAMESPACE}/"
+                           f"mediaimports/{name}/status")
 
-        def change(step: int) -> None:
-            kube.merge_patch(status_path, {"status": status_of_step(step)})
+            def change(step: int) -> None:
+                kube.merge_patch(status_path, {"status": status_of_step(step)})
 
-        rss_idle = psutil.Process(process.pid).memory_info().rss / MIB
-        streams, rss, delays = asyncio.run(
-            sse_fanout(api, token, name, args.streams, args.changes, change, process.pid))
+            rss_idle = psutil.Process(process.pid).memory_info().rss / MIB
+            streams, rss, delays = asyncio.run(
+                sse_fanout(api, token, name, args.streams, args.changes, change, process.pid))
     finally:
         if process is not None:
             stop_group(process.pid)
@@ -313,17 +360,17 @@ def main() -> int:
         plane.stop()
 
     result = {
-        "import_rps": round(import_rps, 1),
-        "import_p99_ms": round(percentile(import_lat, 99) * 1000, 1),
-        "webhook_rps": round(webhook_rps, 1),
-        "webhook_p99_ms": round(percentile(webhook_lat, 99) * 1000, 1),
+        "import_rps": figure(import_rps, 1),
+        "import_p99_ms": figure(percentile(import_lat, 99) * 1000, 1),
+        "webhook_rps": figure(webhook_rps, 1),
+        "webhook_p99_ms": figure(percentile(webhook_lat, 99) * 1000, 1),
         "sse_streams": streams,
-        "sse_rss_mib": round(rss, 1),
-        "sse_fanout_p99_s": round(percentile(delays, 99), 3),
-        "import_p50_ms": round(percentile(import_lat, 50) * 1000, 1),
-        "webhook_p50_ms": round(percentile(webhook_lat, 50) * 1000, 1),
-        "sse_fanout_p50_s": round(percentile(delays, 50), 3),
-        "api_rss_idle_mib": round(rss_idle, 1),
+        "sse_rss_mib": figure(rss, 1),
+        "sse_fanout_p99_s": figure(percentile(delays, 99), 3),
+        "import_p50_ms": figure(percentile(import_lat, 50) * 1000, 1),
+        "webhook_p50_ms": figure(percentile(webhook_lat, 50) * 1000, 1),
+        "sse_fanout_p50_s": figure(percentile(delays, 50), 3),
+        "api_rss_idle_mib": figure(rss_idle, 1),
         # Answers other than 202/200: 503 when Kubernetes or Postgres was too slow (a
         # webhook delivery answered 503 after 0.9 s is retried by Replicate).
         "import_other_answers": import_other,
@@ -332,10 +379,12 @@ def main() -> int:
         "cpu_s_webhook": webhook_cpu,
         "requests": args.requests,
         "concurrency": args.concurrency,
+        "cpus": psutil.cpu_count(),
+        "load_before": load_before,
     }
-    print(f"{'import-from-url':18} {result['import_rps']:8.1f} req/s  p50 "
+    print(f"{'import-from-url':18} {result['import_rps']} req/s  p50 "
           f"{result['import_p50_ms']} ms  p99 {result['import_p99_ms']} ms  cpu {import_cpu}")
-    print(f"{'webhook':18} {result['webhook_rps']:8.1f} req/s  p50 "
+    print(f"{'webhook':18} {result['webhook_rps']} req/s  p50 "
           f"{result['webhook_p50_ms']} ms  p99 {result['webhook_p99_ms']} ms  cpu {webhook_cpu}")
     print(f"{'sse':18} {streams} streams  RSS {result['sse_rss_mib']} MiB (idle "
           f"{result['api_rss_idle_mib']})  fan-out p50 {result['sse_fanout_p50_s']} s  p99 "
