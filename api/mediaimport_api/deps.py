@@ -31,7 +31,9 @@ class Services:
     policy: AddressPolicy
 
 
-def services(request: Request) -> Services:
+# Both are coroutines: FastAPI runs a plain function dependency in its thread pool, a
+# thread hand-off per request for what is an attribute lookup.
+async def services(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
 
@@ -40,7 +42,7 @@ def services(request: Request) -> Services:
 _bearer = HTTPBearer(auto_error=False, description="A token from the API's tokens file.")
 
 
-def current_user(
+async def current_user(
     request: Request,
     _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
 ) -> str:
