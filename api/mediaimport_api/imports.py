@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from mediaimport_operator.db import Database, UpsertOutcome, upsert_on
+from mediaimport_operator.db import Database, UpsertOutcome, upsert_returning
 from mediaimport_operator.kube import ApiError, Json, Kube, mediaimport_path
 from mediaimport_operator.model import API_VERSION, KIND, MediaImport, MediaImportSpec, Phase
 from mediaimport_operator.records import row_for
 
 from . import metrics, replicate
 from .errors import ApiProblem
-from .store import KeyRecord, asset_on, claim_key, fingerprint, get_asset
+from .store import ASSET_COLUMNS, KeyRecord, claim_key, fingerprint, get_asset
 from .validation import Source
 from .views import TERMINAL_JOB_STATUSES, job_status
 from .watch import DELETED, ImportWatch
@@ -106,7 +106,7 @@ class Imports:
             if key is None:
                 created = await self._create(body)
                 async with self.db.connection() as conn:  # one upsert: atomic by itself
-                    row = await self._record(conn, created, user)
+                    row = await self._record(conn, created)
             else:
                 # The key's claim, the MediaImport and the row in one transaction: a
                 # concurrent request with the same key waits here for its outcome.
@@ -115,7 +115,7 @@ class Imports:
                     held = await claim_key(conn, user, key, record)
                     if held is None:
                         created = await self._create(body)
-                        row = await self._record(conn, created, user)
+                        row = await self._record(conn, created)
         except BaseException:
             if created is not None:
                 await asyncio.shield(self._delete_quietly(created))
@@ -140,10 +140,10 @@ class Imports:
             return await self.kube.request("POST", mediaimport_path(self.namespace), body=body)
 
     @staticmethod
-    async def _record(conn: Any, created: Json, user: str) -> dict[str, Any]:
+    async def _record(conn: Any, created: Json) -> dict[str, Any]:
+        """Write the new import's row; the row as written (what the 202 answers from)."""
         mi = MediaImport.from_body(created)
-        await upsert_on(conn, row_for(mi))
-        row = await asset_on(conn, user, mi.asset_id)
+        row = await upsert_returning(conn, row_for(mi), ASSET_COLUMNS)
         if row is None:
             raise RuntimeError(f"the row of {mi.ref.name} was not written")
         return row

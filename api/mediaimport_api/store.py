@@ -21,7 +21,7 @@ from psycopg.rows import dict_row
 
 # Idempotency-Keys are kept 24 hours (written out in the statements below).
 MAX_KEY_LENGTH = 255
-_ASSET_COLUMNS = (
+ASSET_COLUMNS = (
     "id, user_id, name, file_size, file_type, s3_key, thumbnail_s3_key, status, checksum,"
     " file_metadata, created_at, updated_at"
 )
@@ -42,7 +42,7 @@ async def asset_on(conn: psycopg.AsyncConnection[Any], user: str, asset_id: str
                    ) -> dict[str, Any] | None:
     cursor = conn.cursor(row_factory=dict_row)
     await cursor.execute(
-        f"SELECT {_ASSET_COLUMNS} FROM media_assets"  # noqa: S608 - fixed text, values bound
+        f"SELECT {ASSET_COLUMNS} FROM media_assets"  # noqa: S608 - fixed text, values bound
         " WHERE id = %s AND user_id = %s AND NOT is_deleted",
         (asset_id, user),
     )
@@ -88,7 +88,7 @@ async def list_assets(
     params.append(limit + 1)
     query = (
         # Fixed clauses only; every value is a bound parameter.
-        f"SELECT {_ASSET_COLUMNS} FROM media_assets WHERE {' AND '.join(clauses)}"  # noqa: S608
+        f"SELECT {ASSET_COLUMNS} FROM media_assets WHERE {' AND '.join(clauses)}"  # noqa: S608
         " ORDER BY created_at DESC, id DESC LIMIT %s"
     )
     await db.ensure_schema()

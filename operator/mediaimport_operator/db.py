@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import importlib.resources
 import logging
 import re
@@ -79,7 +80,7 @@ def load_migrations() -> list[Migration]:
     return found
 
 
-_UPSERT = """
+_UPSERT_TEMPLATE = """
 INSERT INTO media_assets AS a (
     id, user_id, name, file_size, file_type, s3_key, thumbnail_s3_key,
     status, checksum, file_metadata, created_at, updated_at
@@ -103,8 +104,15 @@ WHERE a.user_id = EXCLUDED.user_id
           = EXCLUDED.file_metadata -> 'mediaimport' ->> 'uid')
   -- never regress: uploading may become anything, a terminal row only itself again
   AND (a.status = 'uploading' OR a.status = EXCLUDED.status)
-RETURNING a.status
+RETURNING {returning}
 """
+_UPSERT = _UPSERT_TEMPLATE.format(returning="a.status")
+
+
+@functools.cache
+def _upsert_returning(columns: str) -> str:
+    # One text per column list: psycopg prepares a statement by its text.
+    return _UPSERT_TEMPLATE.format(returning=columns)
 
 
 def row_params(row: AssetRow) -> dict[str, Any]:
@@ -130,6 +138,17 @@ async def upsert_on(conn: psycopg.AsyncConnection[Any], row: AssetRow) -> bool:
     """
     cursor = await conn.execute(_UPSERT, row_params(row))
     return await cursor.fetchone() is not None
+
+
+async def upsert_returning(
+    conn: psycopg.AsyncConnection[Any], row: AssetRow, columns: str
+) -> dict[str, Any] | None:
+    """The upsert on the caller's connection, answering ``columns`` of the row as written
+    (None when refused): the write and the read of what it wrote in one round trip.
+    ``columns`` is fixed text of the caller's, never a value."""
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(_upsert_returning(columns), row_params(row))
+    return await cursor.fetchone()
 
 
 class Database:
@@ -301,4 +320,5 @@ __all__ = [
     "UpsertOutcome",
     "row_params",
     "upsert_on",
+    "upsert_returning",
 ]

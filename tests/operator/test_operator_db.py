@@ -10,7 +10,12 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 from mediaimport_dev.postgres import PostgresServer
-from mediaimport_operator.db import Database, DatabaseUnavailable, UpsertOutcome
+from mediaimport_operator.db import (
+    Database,
+    DatabaseUnavailable,
+    UpsertOutcome,
+    upsert_returning,
+)
 from mediaimport_operator.model import MediaImport
 from mediaimport_operator.records import row_for
 from mediaimport_operator.status import JobView, derive, latest_outcomes
@@ -183,6 +188,29 @@ def test_unavailable_then_back(services_root) -> None:
         run(scenario())
     finally:
         server.stop()
+
+
+def test_upsert_returning_answers_the_row_as_written(database_url: str) -> None:
+    """One round trip writes the row and answers it; a refused write answers None."""
+    async def scenario() -> None:
+        db = Database(database_url)
+        try:
+            await db.ensure_schema()
+            mi = _mi()
+            async with db.connection() as conn:
+                written = await upsert_returning(conn, row_for(mi), "id, user_id, status,"
+                                                 " file_metadata, created_at")
+                assert written is not None
+                assert (str(written["id"]), written["user_id"], written["status"]) == (
+                    mi.asset_id, "user-1", "uploading")
+                assert written["file_metadata"]["prompt"] == "p"
+                assert written["created_at"] is not None
+                taken = _mi(user="user-2", asset=mi.asset_id)
+                assert await upsert_returning(conn, row_for(taken), "id") is None
+        finally:
+            await db.close()
+
+    run(scenario())
 
 
 def test_unreachable_database_fails_fast() -> None:
