@@ -21,6 +21,7 @@ import functools
 import importlib.resources
 import logging
 import re
+import select
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -151,6 +152,22 @@ async def upsert_returning(
     return await cursor.fetchone()
 
 
+async def check_if_disturbed(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The pool's check at checkout, without a round trip for a healthy connection.
+
+    An idle connection has nothing to read: the server sends nothing unasked between
+    statements except when it ends the session (a restart, an idle timeout, a
+    terminated backend: a FATAL message, then EOF). So only a connection with
+    something to read is pinged; a ping that fails makes the pool replace it.
+    """
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("the connection is closed")
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN | select.POLLPRI)
+    if poller.poll(0):
+        await AsyncConnectionPool.check_connection(conn)
+
+
 class Database:
     """A pool of connections to one Postgres database, opened lazily."""
 
@@ -165,7 +182,7 @@ class Database:
             timeout=timeout,
             # A connection broken by a database restart is noticed at checkout,
             # not by the statement that would then fail.
-            check=AsyncConnectionPool.check_connection,
+            check=check_if_disturbed,
             kwargs={"connect_timeout": max(1, int(timeout)), "autocommit": True},
             # Keep trying in the background for as long as the operator lives.
             reconnect_timeout=24 * 3600.0,
@@ -318,6 +335,7 @@ __all__ = [
     "DatabaseUnavailable",
     "RowRejected",
     "UpsertOutcome",
+    "check_if_disturbed",
     "row_params",
     "upsert_on",
     "upsert_returning",

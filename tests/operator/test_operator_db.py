@@ -213,6 +213,60 @@ def test_upsert_returning_answers_the_row_as_written(database_url: str) -> None:
     run(scenario())
 
 
+def _admin_url(url: str) -> str:
+    return url.rsplit("/", 1)[0].replace("://mediaimport@", "://postgres@") + "/postgres"
+
+
+def _backend_query(url: str, pid: int) -> str:
+    with psycopg.connect(_admin_url(url), autocommit=True) as admin:
+        found = admin.execute("SELECT query FROM pg_stat_activity WHERE pid = %s",
+                              (pid,)).fetchone()
+    assert found is not None
+    return str(found[0])
+
+
+def test_checkout_of_a_healthy_connection_sends_nothing(database_url: str) -> None:
+    """The pool's check costs no round trip per checkout: the connection's last statement
+    is still the caller's own when it is handed out again."""
+    async def scenario() -> None:
+        db = Database(database_url, pool_size=1)
+        try:
+            async with db.connection() as conn:
+                pid = conn.info.backend_pid
+                await conn.execute("SELECT 'the last statement'")
+            async with db.connection() as conn:
+                assert conn.info.backend_pid == pid
+                last = await asyncio.to_thread(_backend_query, database_url, pid)
+                assert last == "SELECT 'the last statement'"
+        finally:
+            await db.close()
+
+    run(scenario())
+
+
+def test_a_terminated_connection_is_replaced_at_checkout(database_url: str) -> None:
+    """A pooled connection whose session the server ended is noticed at checkout: the
+    caller's statement runs on a new one instead of failing."""
+    async def scenario() -> None:
+        db = Database(database_url, pool_size=1)
+        try:
+            async with db.connection() as conn:
+                pid = conn.info.backend_pid
+
+            def terminate() -> None:
+                with psycopg.connect(_admin_url(database_url), autocommit=True) as admin:
+                    admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
+
+            await asyncio.to_thread(terminate)
+            async with db.connection() as conn:
+                cursor = await conn.execute("SELECT pg_backend_pid()")
+                assert (await cursor.fetchone()) != (pid,)
+        finally:
+            await db.close()
+
+    run(scenario())
+
+
 def test_unreachable_database_fails_fast() -> None:
     async def scenario() -> None:
         db = Database("postgresql://nobody@127.0.0.1:1/none", timeout=0.5)
