@@ -53,7 +53,7 @@ for folder in ("devstack", "api", "operator", "job-image"):
 from mediaimport_api.auth import hash_token, new_token  # noqa: E402
 from mediaimport_api.signatures import sign_headers  # noqa: E402
 from mediaimport_dev.controlplane import ControlPlane  # noqa: E402
-from mediaimport_dev.operator_runner import install_crd  # noqa: E402
+from mediaimport_dev.crd import install_crd  # noqa: E402
 from mediaimport_dev.ports import free_port  # noqa: E402
 from mediaimport_dev.postgres import PostgresServer  # noqa: E402
 from mediaimport_dev.processes import spawn, stop_group, wait_started  # noqa: E402

@@ -43,8 +43,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "devstack"))
 
 from mediaimport_dev.controlplane import ControlPlane  # noqa: E402
+from mediaimport_dev.crd import install_crd  # noqa: E402
 from mediaimport_dev.kube import Kube  # noqa: E402
-from mediaimport_dev.operator_runner import install_crd  # noqa: E402
 from mediaimport_dev.postgres import PostgresServer  # noqa: E402
 from operator_throughput import GROUP, Watcher, peak_rss_mib, percentile  # noqa: E402
 

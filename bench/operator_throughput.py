@@ -68,9 +68,9 @@ from mediaimport_dev import nodehost, nodenet  # noqa: E402
 from mediaimport_dev.binaries import binary  # noqa: E402
 from mediaimport_dev.cluster import Cluster, node_images  # noqa: E402
 from mediaimport_dev.controlplane import ControlPlane  # noqa: E402
-from mediaimport_dev.images import PAUSE_IMAGE  # noqa: E402
+from mediaimport_dev.crd import install_crd  # noqa: E402
+from mediaimport_dev.images import PAUSE_IMAGE, job_image  # noqa: E402
 from mediaimport_dev.kube import Kube, KubeError  # noqa: E402
-from mediaimport_dev.operator_runner import install_crd, job_image  # noqa: E402
 from mediaimport_dev.postgres import PostgresServer  # noqa: E402
 from mediaimport_dev.s3server import S3Server  # noqa: E402
 from mediaimport_dev.samples import serve_directory  # noqa: E402

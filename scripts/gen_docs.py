@@ -5,7 +5,8 @@
 
 Sources: the chart's values.yaml (each value's "# --" comment) and the operator's
 deployment template (which setting a value becomes), the settings classes (their field
-descriptions), and the MediaImport CRD (its schema's descriptions and printer columns).
+descriptions), the MediaImport CRD (its schema's descriptions and printer columns), and the
+API's OpenAPI document (its operations and answers).
 Each generated section sits between <!-- NAME:begin --> and <!-- NAME:end --> markers;
 everything around them is written by hand.
 """
@@ -159,6 +160,24 @@ def api_settings() -> str:
     return settings_table(Settings, "MEDIAIMPORT_API_", chart)
 
 
+def api_operations() -> str:
+    """Every operation of the API's OpenAPI document with the answers it may give."""
+    for folder in ("api", "operator", "job-image"):
+        sys.path.insert(0, str(ROOT / folder))
+    from mediaimport_api.app import create_app  # noqa: PLC0415
+    from mediaimport_api.settings import Settings  # noqa: PLC0415
+
+    document = create_app(Settings()).openapi()
+    rows = ["| operation | what | answers |", "|---|---|---|"]
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            answers = ", ".join(f"{code} {_cell(answer.get('description', ''))}"
+                                for code, answer in sorted(operation.get("responses", {}).items()))
+            rows.append(f"| `{method.upper()} {path}` | {_cell(operation.get('summary', ''))} "
+                        f"| {answers} |")
+    return "\n".join(rows)
+
+
 # -- the MediaImport CRD ---------------------------------------------------------------
 def _schema_rows(schema: dict[str, Any], path: str, required: bool) -> Iterator[str]:
     kind = schema.get("type", "")
@@ -217,6 +236,7 @@ SECTIONS: dict[str, dict[str, Callable[[], str]]] = {
     "docs/configuration.md": {"values": values_table, "operator-settings": operator_settings,
                               "api-settings": api_settings},
     "docs/mediaimport.md": {"crd": crd_reference},
+    "docs/api.md": {"openapi": api_operations},
 }
 
 

@@ -14,8 +14,8 @@ from mediaimport_dev import nodenet
 from mediaimport_dev.cluster import Cluster, node_images
 from mediaimport_dev.controlplane import ControlPlane
 from mediaimport_dev.images import PAUSE_IMAGE
+from mediaimport_dev.images import job_image as find_job_image
 from mediaimport_dev.kube import Kube
-from mediaimport_dev.operator_runner import job_image as find_job_image
 from mediaimport_dev.postgres import PostgresServer
 from mediaimport_dev.s3server import S3Server
 

@@ -6,7 +6,7 @@
     mediaimport-dev logs <component>                a component's log
     mediaimport-dev down                            stop everything
     mediaimport-dev images build                    build the images (cached), show sizes
-    mediaimport-dev token USER                      a new API token for USER (works at once)
+    mediaimport-dev token USER                      a new API token for USER (printed once it works)
 
 State lives in $MEDIAIMPORT_DEV_HOME, default ./.mediaimport-dev.
 """
@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import shlex
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from mediaimport_dev import api_runner, images_cli, stack
+from mediaimport_dev import images_cli, release, stack
 from mediaimport_dev.demo import run_demo
 from mediaimport_dev.processes import log_tail
 
@@ -140,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="import a locally made sample video, end to end")
     demo.set_defaults(run=lambda args: run_demo(args.home))
     images_cli.configure(commands.add_parser("images", help="the project's container images"))
-    api_runner.configure_token(commands.add_parser("token", help="print a new API token for USER"))
+    release.configure_token(commands.add_parser("token", help="print a new API token for USER"))
     for name, (help_text, configure, run) in EXTRA_COMMANDS.items():
         sub = commands.add_parser(name, help=help_text)
         configure(sub)
@@ -148,7 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    # SIGTERM (a CI timeout, `timeout`, a process manager) unwinds like Ctrl-C, so an
+    # interrupted `up` stops what it started and lets go of the machine's node lock.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminated)
     args = build_parser().parse_args(argv)
     result: int = args.run(args)
     return result

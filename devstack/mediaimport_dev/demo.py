@@ -1,7 +1,8 @@
 """`mediaimport-dev demo`: import a locally made sample video, end to end.
 
 The whole path a user's import takes: the local stack comes up (control plane,
-a real node, Postgres, S3, the operator), a sample video is served on
+a real node, Postgres, S3, and the chart installed as a Helm release: the
+operator's two replicas and the API as pods), a sample video is served on
 MEDIAIMPORT_ORIGIN_HOST (this machine's end of the node's veth), a MediaImport
 is applied with kubectl, the import Job runs the job image in a pod, and once it is Ready the
 demo shows `kubectl get mediaimports -o wide`, the S3 objects and the
@@ -84,6 +85,7 @@ def run_demo(home: Path) -> int:
         _kubectl(env, "apply", "-f", "-", stdin=json.dumps(_manifest(name, url)))
         status = _wait_until_finished(kube, name)
         api_ok = run_api_demo(env, url)
+    _kubectl(env, "get", "pods", "-l", "app.kubernetes.io/instance=mediaimport")
     _kubectl(env, "get", "mediaimports", "-o", "wide")
     _kubectl(env, "get", "events", "--field-selector", f"involvedObject.name={name}")
     if status.get("phase") != "Ready" or not api_ok:

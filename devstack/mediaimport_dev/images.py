@@ -391,3 +391,10 @@ def _blob(layout: Path, digest: str) -> Path:
 def format_size(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
 
+
+def job_image(images: dict[str, Path]) -> str:
+    """The job image's name among the node's images."""
+    names = [name for name in images if "mediaimport-job" in name]
+    if len(names) != 1:
+        raise RuntimeError(f"expected one mediaimport-job image among {sorted(images)}")
+    return names[0]

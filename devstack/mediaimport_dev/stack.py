@@ -6,8 +6,9 @@ extension in EXTENSIONS in order, with everything the earlier ones provide in a
 StackContext. State goes to `<home>/stack.json`, so `status`, `env`, `logs` and `down`
 work from any process.
 
-Extension point: the operator and the API each add a `Component` to EXTENSIONS
-(see the protocol below); `up`, `status`, `down` and `logs <name>` then cover them.
+The operator and the API are one extension: the chart's Helm release (release.py), so the
+local stack runs what `helm install` gives users. Extension point: a `Component` added to
+EXTENSIONS (see the protocol below) is covered by `up`, `status`, `down` and `logs <name>`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, Protocol
 
 from mediaimport_dev import certs, cluster, nodehost, nodenet
 from mediaimport_dev.controlplane import NODE_HOST, ControlPlane
-from mediaimport_dev.images import PAUSE_IMAGE
+from mediaimport_dev.images import PAUSE_IMAGE, job_image
 from mediaimport_dev.kube import Kube
 from mediaimport_dev.node import NODE_NAME, Node, node_ready
 from mediaimport_dev.postgres import PostgresServer
@@ -230,20 +231,13 @@ BASE: list[Component] = [
     NetworkComponent(), ControlPlaneComponent(), NodeComponent(), PostgresComponent(),
     S3Component(),
 ]
-# Started after the base, in this order, stopped before it. The operator (and later
-# the API) add themselves here.
+# Started after the base, in this order, stopped before it: the operator and the API as
+# the chart installs them.
 EXTENSIONS: list[Component] = []
 
-from mediaimport_dev.operator_runner import (  # noqa: E402 - needs Component
-    OperatorComponent,
-    job_image,
-)
+from mediaimport_dev.release import ReleaseComponent  # noqa: E402 - needs Component
 
-EXTENSIONS.append(OperatorComponent())
-
-from mediaimport_dev.api_runner import ApiComponent  # noqa: E402 - needs Component
-
-EXTENSIONS.append(ApiComponent())
+EXTENSIONS.append(ReleaseComponent())
 
 
 def components() -> list[Component]:

@@ -11,6 +11,7 @@ import yaml
 from support.chart import (
     CHART,
     KUBE_VERSION,
+    NAMESPACE,
     RELEASE,
     SCENARIOS,
     Obj,
@@ -75,7 +76,32 @@ def test_default_kinds() -> None:
         "Deployment", "Deployment", "Service", "Service",  # operator metrics, API
         "PodDisruptionBudget", "PodDisruptionBudget",
         "Pod",  # the helm test hook
+        "Lease",  # the operator's: the chart's object, so that uninstall removes it
     ])
+
+
+def test_the_lease_is_the_one_the_operator_takes() -> None:
+    docs = render()
+    lease = only(docs, "Lease")
+    operator = env(only(docs, "Deployment", "mediaimport-operator"))
+    assert lease["metadata"]["name"] == operator["MEDIAIMPORT_LEASE_NAME"]
+    assert lease["metadata"]["namespace"] == NAMESPACE
+    assert lease["spec"] == {}  # no holder: the first replica takes it
+    role = only(docs, "Role", "mediaimport-operator-leader")
+    named = [r for r in role["rules"] if r.get("resourceNames")]
+    assert named == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                      "resourceNames": [lease["metadata"]["name"]], "verbs": ["get", "update"]}]
+
+
+def test_the_api_needs_the_database() -> None:
+    error = refused(sets=["database.existingSecret="])
+    assert "database.existingSecret is empty, but the API" in error
+    assert "api.enabled=false" in error
+    alone = render(sets=["database.existingSecret=", "api.enabled=false"])
+    assert "MEDIAIMPORT_DATABASE_URL" not in env(only(alone, "Deployment",
+                                                      "mediaimport-operator"))
+    api = env(only(render(), "Deployment", "mediaimport-api"))
+    assert "MEDIAIMPORT_API_DATABASE_URL" in api
 
 
 def test_default_pods_are_restricted_and_from_the_one_image() -> None:
@@ -228,7 +254,7 @@ def test_unset_api_secrets_are_left_out() -> None:
     api = only(render(), "Deployment", "mediaimport-api")
     e = env(api)
     for name in ("MEDIAIMPORT_API_TOKENS_FILE", "MEDIAIMPORT_API_WEBHOOK_SECRET",
-                 "MEDIAIMPORT_API_CONTEXT_SIGNING_KEY", "MEDIAIMPORT_API_DATABASE_URL"):
+                 "MEDIAIMPORT_API_CONTEXT_SIGNING_KEY"):
         assert name not in e
     assert [m["name"] for m in container(api)["volumeMounts"]] == ["tmp"]
 
@@ -313,7 +339,7 @@ def test_minimal_scenario_is_the_operator_alone() -> None:
     docs = render([CI / "minimal-values.yaml"])
     assert kinds(docs) == sorted([
         "ServiceAccount", "ClusterRole", "ClusterRole", "ClusterRoleBinding",
-        "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service", "Pod"])
+        "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service", "Pod", "Lease"])
     pod = only(docs, "Deployment")["spec"]["template"]["spec"]
     assert "topologySpreadConstraints" not in pod
     test_pod = only(docs, "Pod")
@@ -415,7 +441,7 @@ def test_default_kubernetes_version_of_the_built_helm() -> None:
     (None, ["create secret generic mediaimport-s3", "kubectl -n mediaimport-system port-forward "
             "svc/mediaimport-api 8000:80", "API=http://127.0.0.1:8000",
             "has NO tokens", "/api/v1/media/import-from-url", "kind: MediaImport",
-            "NOT configured: assets are not recorded"],
+            "create secret generic mediaimport-db \\\n       --from-literal=url=postgresql://"],
      ["eks.amazonaws.com/role-arn=arn"]),
     (CI / "irsa-values.yaml", ["No static credentials", "annotate serviceaccount mediaimport-job",
                                "eks.amazonaws.com/role-arn=arn:aws:iam::<account>",

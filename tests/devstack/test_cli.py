@@ -11,10 +11,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from mediaimport_dev import nodehost, nodenet
 from mediaimport_dev.binaries import binary
 from mediaimport_dev.processes import pid_alive
@@ -71,6 +73,41 @@ def start_a_pod(env: dict[str, str]) -> None:
     kubectl(env, "wait", "--for=condition=Ready", "pod/sleeper", "--timeout=120s")
 
 
+def the_release_runs_the_operator_and_the_api(home: Path, env: dict[str, str]) -> None:
+    """The chart as users get it: a helm release, its pods, the API reached from here."""
+    assert "release" in run(home, "status").stdout
+    releases = json.loads(subprocess.run(
+        [str(binary("helm")), "list", "-n", "default", "-o", "json"], env={**os.environ, **env},
+        capture_output=True, text=True, check=True, timeout=60).stdout)
+    assert [(r["name"], r["status"]) for r in releases] == [("mediaimport", "deployed")]
+    listed = json.loads(kubectl(env, "get", "pods", "-n", "default", "-o", "json", "-l",
+                                "app.kubernetes.io/instance=mediaimport"))["items"]
+    pods = [f"{p['metadata']['labels']['app.kubernetes.io/component']}={p['status']['phase']}"
+            for p in listed]
+    assert sorted(pods) == ["api=Running", "operator=Running", "operator=Running"]
+    assert env["MEDIAIMPORT_API_USER"] == "dev-user"
+    api = env["MEDIAIMPORT_API_URL"]
+    mine = requests.get(f"{api}/api/v1/media", timeout=10,
+                        headers={"Authorization": f"Bearer {env['MEDIAIMPORT_API_TOKEN']}"})
+    assert mine.status_code == 200, mine.text
+    made = run(home, "token", "alice@example.com")
+    assert made.returncode == 0, made.stderr
+    alice = requests.post(f"{api}/api/v1/media/import-from-url", timeout=10,
+                          headers={"Authorization": f"Bearer {made.stdout.strip()}"},
+                          json={"url": f"http://{nodenet.HOST_IP}:9/x.mp4"})
+    assert alice.status_code == 202, alice.text  # printed once it works: no wait here
+    refused = run(home, "token", "../root")
+    assert refused.returncode == 2 and "not a valid user id" in refused.stderr
+    logs = run(home, "logs", "release").stdout
+    assert "operator.log" in logs and "became the leader" in logs
+    assert "api.log" in logs and "mediaimport API started" in logs
+
+
+def test_token_needs_a_running_stack(homes: Path) -> None:
+    answer = run(homes / "none", "token", "bob")
+    assert answer.returncode == 1 and "not up" in answer.stderr
+
+
 def test_up_env_down_leaves_the_host_as_it_was(homes: Path) -> None:
     home = homes / "home"
     with machine_to_myself():
@@ -97,6 +134,7 @@ def test_up_env_down_leaves_the_host_as_it_was(homes: Path) -> None:
     assert psql.stdout.strip() == "mediaimport|mediaimport", psql.stderr
     assert "kube-apiserver.log" in run(home, "logs", "controlplane").stdout
     assert "kubelet.log" in run(home, "logs", "node").stdout
+    the_release_runs_the_operator_and_the_api(home, env)
     start_a_pod(env)
 
     pids = recorded_pids(home)
@@ -129,6 +167,36 @@ def test_a_killed_stack_is_cleaned_up_by_the_next_up(homes: Path) -> None:
     assert run(killed, "down").returncode == 0  # the old state: harmless, the node is fresh's
     assert run(fresh, "status").returncode == 0
     assert run(fresh, "down").returncode == 0
+    with machine_to_myself():
+        after = snapshot()
+    for key, value in before.items():
+        assert after[key] == value, key
+
+
+def test_a_terminated_up_stops_what_it_started_and_frees_the_machine(homes: Path) -> None:
+    home = homes / "terminated"
+    with machine_to_myself():
+        before = snapshot()
+    started = subprocess.Popen([CLI, "--home", str(home), "up"], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        state = home / "stack.json"
+        deadline = time.monotonic() + 300
+        while not (state.exists() and "controlplane" in json.loads(state.read_text() or "{}")
+                   .get("components", {})):
+            assert started.poll() is None and time.monotonic() < deadline, started.stdout
+            time.sleep(0.2)
+        holder = json.loads(state.read_text())["components"]["network"]["lock_holder"]
+        started.send_signal(signal.SIGTERM)  # in the middle of `up`
+        output, _ = started.communicate(timeout=120)
+    finally:
+        started.kill()
+    assert started.returncode == 128 + signal.SIGTERM, output
+    assert not pid_alive(holder)
+    assert not state.exists()
+    lock = nodehost.MachineLock()
+    assert lock.try_acquire(owner="test"), nodehost.MachineLock.holder()
+    lock.release()
     with machine_to_myself():
         after = snapshot()
     for key, value in before.items():
