@@ -94,3 +94,26 @@ def test_only_the_jobs_own_pods_decide_its_result(env: Env) -> None:
     reason = _condition(body)["reason"]
     assert reason != "ChecksumMismatch", _condition(body)
     assert reason == "SourceUnavailable", _condition(body)
+
+
+def test_the_resync_finds_a_completion_the_watch_never_delivered(env: Env) -> None:
+    """The operator watches its Jobs by their managed-by label: a Job that loses it (a tool
+    relabelling Jobs) is out of that watch, and its completion is never delivered. The
+    resync reads the Job of every live import and finds it."""
+    env.start_operator(MEDIAIMPORT_RESYNC_INTERVAL="3",
+                       MEDIAIMPORT_JOB_EXTRA_ENV='{"MEDIAIMPORT_RETRIES": "0"}')
+    clip = env.origin.add(env.media.path("image.png"), f"unwatched-{new_name()}.png")
+    name = new_name("resync")
+    # The first attempt fails (HTTP 500); the Job's next one, ~10 s later, succeeds: time
+    # enough to take the Job out of the watch before it completes.
+    env.create(name, url=env.url(f"/flaky/{clip}?code=500&fail=1"))
+    job = eventually(lambda: _job(env, name), timeout=30, what="the Job")
+    path = f"/apis/batch/v1/namespaces/{env.namespace}/jobs/{job['metadata']['name']}"
+    env.kube.merge_patch(path, {"metadata": {"labels": {"app.kubernetes.io/managed-by": None}}})
+    body = env.wait_phase(name, "Ready", "Failed", timeout=120)
+    assert body["status"]["phase"] == "Ready", json.dumps(body["status"], indent=1)
+    assert body["status"]["attempts"] == 2
+    unwatched = env.kube.get(path)
+    assert "app.kubernetes.io/managed-by" not in unwatched["metadata"]["labels"]
+    assert _finished(unwatched)  # it completed out of the watch's sight
+    env.reasons(name, "Imported")
