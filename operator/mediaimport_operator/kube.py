@@ -111,6 +111,9 @@ class Kube:
         # (measured in bench/operator_throughput.py: the API server is the bottleneck).
         self.lanes = Lanes(concurrency)
         self._session: aiohttp.ClientSession | None = None
+        # Watches hold their connection for minutes: they get connections of their own, so
+        # that no lane (the Lease's above all) ever waits for one a watch holds.
+        self._watch_session: aiohttp.ClientSession | None = None
         self.fenced = False
 
     def fence(self) -> None:
@@ -118,9 +121,10 @@ class Kube:
         self.fenced = True
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._watch_session):
+            if session is not None:
+                await session.close()
+        self._session = self._watch_session = None
 
     def _headers(self) -> dict[str, str]:
         conn = self._conn
@@ -144,6 +148,12 @@ class Kube:
             )
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._session
+
+    def _get_watch_session(self) -> aiohttp.ClientSession:
+        if self._watch_session is None or self._watch_session.closed:
+            connector = aiohttp.TCPConnector(ssl=self._conn.ssl_context, limit=0)
+            self._watch_session = aiohttp.ClientSession(connector=connector)
+        return self._watch_session
 
     async def request(
         self,
@@ -221,6 +231,8 @@ class Kube:
         Not through the lanes: a watch holds its connection for minutes. An ``ERROR``
         event (e.g. 410 Gone: the version is too old) is yielded like any other.
         """
+        if self.fenced:
+            raise Fenced(f"WATCH {path}: this replica no longer leads")
         params = {
             "watch": "1",
             "resourceVersion": resource_version,
@@ -228,7 +240,7 @@ class Kube:
             "timeoutSeconds": str(timeout_seconds),
         }
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_seconds + 30)
-        async with self._get_session().get(
+        async with self._get_watch_session().get(
             self._conn.server + path, params=params, headers=self._headers(), timeout=timeout
         ) as response:
             if response.status >= 300:
@@ -246,14 +258,43 @@ class Kube:
     async def merge_patch(self, path: str, patch: Json) -> Json:
         return await self.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
 
+    async def list_pages(
+        self, path: str, *, limit: int, **params: str
+    ) -> AsyncIterator[tuple[list[Json], str]]:
+        """A collection in pages of at most ``limit`` objects, each page with the listing's
+        resourceVersion (the same on every page: the pages are one consistent snapshot).
+
+        Only one page is held at a time: a caller that handles each page before asking for
+        the next never has the whole collection in memory. No ``resourceVersion=0``: the
+        API server's cache would answer that with the whole collection in one response. A
+        continue token that expired (after etcd's compaction, a few minutes) raises an
+        ``ApiError`` 410: the caller lists again from the start.
+        """
+        query = {**params, "limit": str(limit)}
+        while True:
+            listing = await self.request("GET", path, params=query)
+            meta = listing.get("metadata") or {}
+            token = meta.get("continue")
+            items = [item for item in listing.get("items") or [] if isinstance(item, dict)]
+            del listing  # the page's items are all that is handed on
+            yield items, str(meta.get("resourceVersion") or "")
+            del items
+            if not token:
+                return
+            query["continue"] = str(token)
+
     async def list_items(self, path: str, **params: str) -> list[Json]:
         listing = await self.request("GET", path, params=params)
         items = listing.get("items") or []
         return [item for item in items if isinstance(item, dict)]
 
 
-def mediaimport_path(namespace: str, name: str | None = None) -> str:
-    base = f"/apis/mediaimport.dev/v1alpha1/namespaces/{namespace}/mediaimports"
+def mediaimport_path(namespace: str | None, name: str | None = None) -> str:
+    """A MediaImport, a namespace's MediaImports, or (namespace None) every namespace's."""
+    group = "/apis/mediaimport.dev/v1alpha1"
+    if namespace is None:
+        return f"{group}/mediaimports"
+    base = f"{group}/namespaces/{namespace}/mediaimports"
     return f"{base}/{name}" if name else base
 
 
@@ -264,6 +305,10 @@ def job_path(namespace: str, name: str | None = None) -> str:
 
 def pods_path(namespace: str) -> str:
     return f"/api/v1/namespaces/{namespace}/pods"
+
+
+def events_path(namespace: str) -> str:
+    return f"/api/v1/namespaces/{namespace}/events"
 
 
 def lease_path(namespace: str, name: str | None = None) -> str:

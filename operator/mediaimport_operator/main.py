@@ -84,7 +84,8 @@ async def run(settings: Settings) -> int:
 
     health = HealthServer(
         settings.http_host, settings.http_port, alive=alive,
-        ready=lambda: ready_flag.is_set() or role() == "standby", role=role,
+        ready=lambda: (ready_flag.is_set() and runtime.imports.listed()) or role() == "standby",
+        role=role,
         loops=supervisor.states,
     )
     await health.start()

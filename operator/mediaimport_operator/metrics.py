@@ -51,7 +51,7 @@ LEADER = Gauge(
 )
 RETRY_QUEUE = Gauge(
     "mediaimport_retry_queue",
-    "Work waiting in the retry queue, by kind (start, sync, record-deleted).",
+    "Work waiting in the retry queue, by kind (start, sync, record-deleted, finalizer).",
     ["work"],
     registry=REGISTRY,
 )

@@ -92,7 +92,11 @@ class Reconciler:
         meta = body.get("metadata", {})
         key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
         if event_type == "DELETED" or _terminal_raw(body):
-            self._seen.pop(key, None)
+            kept = self._seen.get(key)
+            # Only the object itself: another one may hold the name since (a listing after a
+            # watch gap reports the predecessor deleted after its successor was seen).
+            if kept is not None and kept["metadata"].get("uid") in (None, meta.get("uid")):
+                del self._seen[key]
         else:
             self._seen[key] = _essentials(body)
 
@@ -233,9 +237,10 @@ class Reconciler:
         mi = MediaImport.from_body(body)
         namespace, name = mi.ref.namespace, mi.ref.name
         self._done(mi.ref.uid)
-        self._locks.pop(f"{namespace}/{name}", None)
-        for work in (Work.START, Work.SYNC):
-            self.retries.discard(work, namespace, name)
+        if self.latest(namespace, name) is None:  # no successor under the same name
+            self._locks.pop(f"{namespace}/{name}", None)
+        for work in (Work.START, Work.SYNC, Work.FINALIZER):
+            self.retries.discard(work, namespace, name, uid=mi.ref.uid)
         if mi.status.phase is None or not mi.status.phase.terminal:
             await self.cancelled(asset_id=mi.asset_id, import_uid=mi.ref.uid)
             return

@@ -2,10 +2,11 @@
 
 What lands here: an import whose row could not be written (Postgres down, or the row
 refused), an import that could not be started or whose Job event could not be handled,
-and the last body of an import deleted while its row was behind (its row is written
-from that body). One background loop takes what is due; there is no timer, task or
-finalizer per import, and no retry budget that runs out: each entry is retried with a
-growing pause (``base`` doubling up to ``cap``) until it is done or its import is gone.
+the last body of an import deleted while its row was behind (its row is written from that
+body), and the finalizer work of an import whose objects go with it. One background loop
+takes what is due; there is no timer, task or finalizer per import, and no retry budget
+that runs out: each entry is retried with a growing pause (``base`` doubling up to
+``cap``) until it is done or its import is gone.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Work(enum.Enum):
     START = "start"  # create the import's Job (and claim its row)
     SYNC = "sync"  # converge status and row with the Job
     RECORD_DELETED = "record-deleted"  # write the row of a deleted import from its last body
+    FINALIZER = "finalizer"  # add the finalizer, or delete the objects and remove it
 
 
 @dataclass
@@ -78,8 +80,11 @@ class RetryQueue:
         entry = self._entries[key] = Entry(work, namespace, name, uid, due, attempt, body)
         return entry
 
-    def discard(self, work: Work, namespace: str, name: str) -> None:
-        self._entries.pop((work, namespace, name), None)
+    def discard(self, work: Work, namespace: str, name: str, *, uid: str | None = None) -> None:
+        """Drop the entry of ``work`` for that name (only if it is ``uid``'s, when given)."""
+        entry = self._entries.get((work, namespace, name))
+        if entry is not None and uid in (None, entry.uid):
+            del self._entries[entry.key]
 
     def take_due(self) -> list[Entry]:
         """Remove and return the entries whose time has come, earliest first."""

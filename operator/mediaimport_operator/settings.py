@@ -220,6 +220,16 @@ class Settings(BaseSettings):
         default=330.0, gt=0, description="Client-side timeout of a watch request, seconds."
     )
     watch_connect_timeout: float = Field(default=10.0, gt=0)
+    list_page_size: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description=(
+            "Objects per page when the operator lists MediaImports (at start, and when a watch "
+            "must start over), Jobs and pods; one page is in memory at a time (a listed "
+            "MediaImport takes some 18 KB while its page is handled)."
+        ),
+    )
     event_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Lowest level of messages posted as Kubernetes Events."
     )

@@ -1,9 +1,10 @@
 """The operator's RBAC in the chart is what its code does, verb for verb.
 
 The verbs are derived from the operator's source: every call of its Kubernetes client
-(``kube.get/create/merge_patch/list_items/request`` on a ``*_path(...)``), every kopf
-handler (watches; the finalizer kopf patches in for timers and deletion handlers), every
-event it posts, and the owner references it sets. The chart's rendered Roles must grant
+(``kube.get/create/merge_patch/list_items/list_pages/watch/request`` on a ``*_path(...)``:
+its own MediaImport watch, the Events it posts and its finalizer included), every kopf
+handler (watches; the finalizer kopf patches in for timers and deletion handlers), and the
+owner references it sets. The chart's rendered Roles must grant
 exactly that: a missing verb fails the operator at run time, an extra one is a right
 nobody uses.
 """
@@ -25,12 +26,14 @@ PATHS = {
     "job_path": ("batch", "jobs"),
     "pods_path": ("", "pods"),
     "lease_path": ("coordination.k8s.io", "leases"),
+    "events_path": ("", "events"),
 }
-HTTP = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+HTTP = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete",
+        "WATCH": "watch"}
 # What each Kube method sends (checked against kube.py below): create reads the existing
 # object when it is already there.
 METHODS = {"get": ["GET"], "create": ["POST", "GET"], "merge_patch": ["PATCH"],
-           "list_items": ["GET"]}
+           "list_items": ["GET"], "list_pages": ["GET"], "watch": ["WATCH"]}
 # kopf's own calls, whatever the handlers: it lists and watches the CRDs to find the
 # resources it serves, and, when given namespaces, the namespaces (kopf/_core/reactor/
 # observation.py).
@@ -177,6 +180,11 @@ def test_kube_method_table_matches_the_client() -> None:
                     verbs.append(str(node.args[0].value))  # type: ignore[attr-defined]
                 elif node.func.attr in methods:
                     verbs += sent(node.func.attr)
+            # A watch is a GET on its own sessions: ``self._get_watch_session().get(...)``.
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr == "get" and isinstance(node.func.value, ast.Call) \
+                    and _dotted(node.func.value.func) == "self._get_watch_session":
+                verbs.append("WATCH")
         return verbs
 
     assert {name: sorted(sent(name)) for name in METHODS} == {
@@ -191,6 +199,9 @@ def test_the_derivation_sees_the_calls_that_matter() -> None:
     assert ("mediaimport.dev", "mediaimports/status", "patch", True) in calls
     assert ("", "pods", "list", False) in calls
     assert ("coordination.k8s.io", "leases", "update", True) in calls
+    assert ("mediaimport.dev", "mediaimports", "list", False) in calls  # the paged listing
+    assert ("mediaimport.dev", "mediaimports", "watch", False) in calls
+    assert ("", "events", "create", False) in calls
     assert ("batch", "jobs", "watch", None) in kopf_grants()
 
 

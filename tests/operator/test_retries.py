@@ -62,3 +62,12 @@ def test_hurry_makes_one_kind_of_work_due_now() -> None:
     queue.discard(Work.START, "media", "c")
     assert [e.name for e in queue.pending(Work.RECORD_DELETED)] == ["b"]
     assert len(queue) == 1
+
+
+def test_discarding_for_one_uid_leaves_a_successors_entry() -> None:
+    queue = RetryQueue(base=1, cap=10)
+    queue.add(Work.SYNC, "media", "a", "uid-new")
+    queue.discard(Work.SYNC, "media", "a", uid="uid-old")  # the predecessor's deletion
+    assert [e.uid for e in queue.pending(Work.SYNC)] == ["uid-new"]
+    queue.discard(Work.SYNC, "media", "a", uid="uid-new")
+    assert queue.pending(Work.SYNC) == []

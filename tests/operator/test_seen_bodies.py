@@ -47,3 +47,14 @@ def test_a_finished_or_deleted_import_is_forgotten() -> None:
     for index in range(1000):
         rec.observe(None, mi_body(f"done-{index}", status={"phase": "Failed"}))
     assert rec.live() == []
+
+
+def test_a_predecessors_deletion_leaves_its_successor() -> None:
+    # A listing after a watch gap: the import was deleted and created again under the
+    # same name; the successor is seen first, the predecessor reported deleted after.
+    rec = _reconciler()
+    rec.observe(None, mi_body(uid="uid-old"))
+    rec.observe(None, mi_body(uid="uid-new"))
+    rec.observe("DELETED", mi_body(uid="uid-old"))
+    kept = rec.latest("media", "sunset")
+    assert kept is not None and kept["metadata"]["uid"] == "uid-new"
