@@ -28,7 +28,9 @@ from .lanes import Lane, Lanes
 Json = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
 log = logging.getLogger(__name__)
-# Projected service account tokens rotate: the file is read again this often.
+# Projected service account tokens rotate: the file is read again this often. A
+# kubeconfig's token is renewed by the client's hook as often (the hook renews an expiring
+# token five minutes ahead; run per request it rebuilds the whole client configuration).
 TOKEN_REREAD_SECONDS = 60.0
 # The client's loaders write "bearer <token>" (in-cluster) or "Bearer <token>".
 _BEARER = re.compile(r"^\s*bearer\s+", re.IGNORECASE)
@@ -69,7 +71,7 @@ class _Connection:
     token: str | None
     token_file: Path | None
     refresh: Any = None  # the kubernetes Configuration, when its token needs refreshing
-    read_at: float = 0.0  # when token_file was last read (time.monotonic)
+    read_at: float = 0.0  # when the token was last read or renewed (time.monotonic)
 
 
 def _load_connection() -> _Connection:
@@ -133,9 +135,10 @@ class Kube:
             if now - conn.read_at > TOKEN_REREAD_SECONDS:
                 conn.token = conn.token_file.read_text().strip() or conn.token
                 conn.read_at = now
-        elif conn.refresh is not None:
+        elif conn.refresh is not None and now - conn.read_at > TOKEN_REREAD_SECONDS:
             conn.refresh.refresh_api_key_hook(conn.refresh)
             conn.token = bearer_token(conn.refresh.api_key.get("authorization")) or conn.token
+            conn.read_at = now
         headers = {"Accept": "application/json"}
         if conn.token:
             headers["Authorization"] = f"Bearer {conn.token}"

@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import kubernetes.config.incluster_config as incluster
+import kubernetes.config.kube_config as kube_config
 import pytest
 from mediaimport_dev.controlplane import ControlPlane
 from mediaimport_dev.kube import Kube as AdminKube
@@ -66,3 +67,38 @@ def test_in_cluster_token_is_sent_right_from_the_first_request(
         return str(review["status"]["userInfo"]["username"])
 
     assert asyncio.run(who_am_i()) == in_cluster
+
+
+def test_a_kubeconfig_token_is_refreshed_once_a_minute_not_per_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kubeconfig user with a token comes with the client's refresh hook (exec plugins and
+    OIDC tokens expire; the hook renews them five minutes before). Running it rebuilds the
+    client's whole configuration (proxies from the environment included), so requests call
+    it once a minute, not each time, and still carry the token."""
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1', "
+        "insecure-skip-tls-verify: true}}]\n"
+        "users: [{name: u, user: {token: the-token}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    )
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(config))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    now = [1000.0]
+    monkeypatch.setattr(operator_kube.time, "monotonic", lambda: now[0])
+    client = Kube()
+    assert client._conn.refresh is not None
+    renewals: list[float] = []
+    set_config = kube_config.KubeConfigLoader._set_config
+
+    def counted(loader: kube_config.KubeConfigLoader, configuration: object) -> None:
+        renewals.append(now[0])
+        set_config(loader, configuration)
+
+    monkeypatch.setattr(kube_config.KubeConfigLoader, "_set_config", counted)
+    for _ in range(250):  # two minutes of requests, two a second
+        assert client._headers()["Authorization"] == "Bearer the-token"
+        now[0] += 0.5
+    assert renewals == [1060.5, 1121.0]
