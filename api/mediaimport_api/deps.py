@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request
 from mediaimport_job.netguard import AddressPolicy
 from mediaimport_operator.db import Database
 from mediaimport_operator.kube import Kube
@@ -38,14 +37,8 @@ async def services(request: Request) -> Services:
     return found
 
 
-# Documents the scheme in OpenAPI; the check itself ran in AuthMiddleware, first.
-_bearer = HTTPBearer(auto_error=False, description="A token from the API's tokens file.")
-
-
-async def current_user(
-    request: Request,
-    _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
-) -> str:
+async def current_user(request: Request) -> str:
+    # The check itself ran in AuthMiddleware, first; openapi.py documents the scheme.
     user = getattr(request.state, "user", None)
     if not isinstance(user, str):  # only if a route escaped the middleware's prefix
         raise ApiProblem(401, "unauthorized", "A bearer token is required.",

@@ -2,7 +2,10 @@
 
 FastAPI documents a 422 ``{"detail": [...]}`` on every route with parameters; this
 API answers ``{"error": {...}}`` instead (errors.py), so the document says so too,
-and every route under /api/v1 documents its 401.
+and every route under /api/v1 documents its 401 and the bearer scheme. The scheme is
+written here rather than declared as a FastAPI security dependency: the token is checked by
+AuthMiddleware before anything else, and a dependency would only parse the header again
+on every request.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
+_BEARER = "HTTPBearer"
+_BEARER_SCHEME = {"type": "http", "scheme": "bearer",
+                  "description": "A token from the API's tokens file."}
 
 
 def _error_response(description: str) -> dict[str, Any]:
@@ -36,7 +42,10 @@ def install(app: FastAPI) -> None:
                         answers[status] = _error_response(answer.get("description", ""))
                 if path.startswith("/api/v1/") and path != "/api/v1/webhooks/replicate":
                     answers.setdefault("401", _error_response("Missing or unknown token."))
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
+                    operation["security"] = [{_BEARER: []}]
+        schema.setdefault("components", {}).setdefault("securitySchemes", {})[_BEARER] = (
+            _BEARER_SCHEME)
+        components = schema["components"].setdefault("schemas", {})
         for unused in ("HTTPValidationError", "ValidationError"):
             components.pop(unused, None)
         app.openapi_schema = schema
