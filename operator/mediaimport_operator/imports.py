@@ -33,6 +33,7 @@ from .status import Event
 log = logging.getLogger(__name__)
 
 FINALIZER = "mediaimport.dev/finalizer"
+SERIAL_PER_LANE = 64  # imports worked on at once, per ordinary API lane (1,024 by default)
 _MAX_CONFLICTS = 5
 
 
@@ -58,9 +59,13 @@ class Imports:
     informers: list[Informer] = field(init=False)
 
     def __post_init__(self) -> None:
-        # Work on a few imports per API lane at once: the lanes bound the requests anyway,
-        # and a listing of many live imports waits here instead of becoming tasks at once.
-        self.serial = Serial(limit=4 * self.settings.concurrency)
+        # A bound on the imports worked on at once (~20 KB each while queued: its body, a
+        # task), far above a burst's: an import holds its slot from its Job's creation to
+        # its status write, which waits while creations go first (lanes.py), so a bound
+        # near the lanes' would hold later imports' Job creations behind earlier status
+        # writes. Beyond it (a listing of thousands of live imports after an outage) the
+        # watch waits instead of every import becoming a task at once.
+        self.serial = Serial(limit=SERIAL_PER_LANE * self.settings.concurrency)
         namespaces: Iterable[str | None] = self.settings.namespaces or [None]
         self.informers = [
             Informer(self.kube, namespace, handle=self.seen, known=self.rec.live,
