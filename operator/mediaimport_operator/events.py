@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import aiohttp
 
 from .kube import ApiError, Fenced, Json, Kube, events_path
+from .model import API_VERSION, KIND
 from .status import Event
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,14 @@ def cut(message: str) -> str:
 
 def event_body(involved: Json, event: Event, *, component: str, instance: str,
                now: datetime) -> Json:
-    """The core/v1 Event about ``involved`` (a body with apiVersion, kind and metadata)."""
+    """The core/v1 Event about ``involved`` (a MediaImport's body, or its reference's)."""
     meta = involved.get("metadata") or {}
     stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return {
         "metadata": {"namespace": meta.get("namespace"), "generateName": "mediaimport-"},
-        "involvedObject": {"apiVersion": involved.get("apiVersion"), "kind": involved.get("kind"),
+        # A listing's items may leave out apiVersion and kind: all are MediaImports.
+        "involvedObject": {"apiVersion": involved.get("apiVersion") or API_VERSION,
+                           "kind": involved.get("kind") or KIND,
                            "namespace": meta.get("namespace"), "name": meta.get("name"),
                            "uid": meta.get("uid")},
         "type": event.type,

@@ -49,3 +49,11 @@ def test_events_below_the_level_are_not_queued() -> None:
     everything = poster(logging.INFO)
     everything.post(REF.body, Event("Normal", "Imported", "Done."))
     assert everything.pending() == 1
+
+
+def test_a_listed_body_without_kind_still_names_a_mediaimport() -> None:
+    listed = {"metadata": {"namespace": "media", "name": "sunset", "uid": "u-1"}}
+    body = event_body(listed, Event("Warning", "StartRetry", "Later."), component="c",
+                      instance="i", now=datetime.now(UTC))
+    assert body["involvedObject"]["apiVersion"] == "mediaimport.dev/v1alpha1"
+    assert body["involvedObject"]["kind"] == "MediaImport"
