@@ -35,6 +35,10 @@ def homes() -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="mediaimport-stacks-"))
     root.chmod(0o755)
     yield root
+    # A test that failed half-way leaves its stacks up, and with them the machine's node:
+    # every later test would wait for it.
+    for state in root.glob("*/stack.json"):
+        run(state.parent, "down")
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -162,7 +166,9 @@ def test_a_killed_stack_is_cleaned_up_by_the_next_up(homes: Path) -> None:
     up = run(fresh, "up")  # another checkout, as CI after such an end
     assert up.returncode == 0, up.stdout + up.stderr
     env = parse_exports(run(fresh, "env").stdout)
-    assert kubectl(env, "get", "pods", "-A", "-o", "name").strip() == ""
+    # A fresh cluster: only the pods of its own release, none of the killed stack's.
+    pods = kubectl(env, "get", "pods", "-A", "-o", "name").split()
+    assert pods and all(p.startswith("pod/mediaimport-") for p in pods), pods
     start_a_pod(env)
     assert run(killed, "down").returncode == 0  # the old state: harmless, the node is fresh's
     assert run(fresh, "status").returncode == 0
