@@ -84,6 +84,15 @@ def _sse_until_done(url: str, token: str, timeout: float = 180) -> list[Json]:
     return messages
 
 
+def _answers(url: str) -> bool:
+    """Until kube-proxy has programmed a new Service, the node answers its cluster IP with
+    'network unreachable' (its namespace has no default route): retried like a refusal."""
+    try:
+        return requests.get(url, timeout=3).ok
+    except requests.ConnectionError:
+        return False
+
+
 def _pods(env: Env, release: str, component: str) -> list[Json]:
     selector = f"app.kubernetes.io/instance={release},app.kubernetes.io/component={component}"
     return env.kube.get(f"/api/v1/namespaces/{env.namespace}/pods",
@@ -157,7 +166,7 @@ def test_the_chart_installed_with_helm_runs_imports_end_to_end(
     service = env.kube.get(f"/api/v1/namespaces/{ns}/services/{name_prefix}-api")
     api = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
     auth = {"Authorization": f"Bearer {token}"}
-    eventually(lambda: requests.get(f"{api}/readyz", timeout=3).ok, timeout=60, what="API ready")
+    eventually(lambda: _answers(f"{api}/readyz"), timeout=120, what="API ready")
 
     # 1. An import through the API, followed by SSE to the end.
     clip = env.origin.add(env.media.path("h264.mp4"), "release-api.mp4")
