@@ -27,7 +27,7 @@ from mediaimport_operator.records import row_for
 
 from . import metrics, replicate
 from .errors import ApiProblem
-from .store import ASSET_COLUMNS, KeyRecord, claim_key, fingerprint, get_asset
+from .store import ACCEPTED_COLUMNS, KeyRecord, claim_key, fingerprint, get_asset
 from .validation import Source
 from .views import TERMINAL_JOB_STATUSES, job_status
 from .watch import DELETED, ImportWatch
@@ -78,6 +78,7 @@ async def kubernetes_errors() -> AsyncIterator[None]:
 
 @dataclass(frozen=True)
 class Created:
+    # A replayed import's whole row; a new one's ACCEPTED_COLUMNS (it is uploading).
     row: dict[str, Any]
     import_name: str
     replayed: bool = False
@@ -141,9 +142,9 @@ class Imports:
 
     @staticmethod
     async def _record(conn: Any, created: Json) -> dict[str, Any]:
-        """Write the new import's row; the row as written (what the 202 answers from)."""
+        """Write the new import's row; what the 202 answers from, as written."""
         mi = MediaImport.from_body(created)
-        row = await upsert_returning(conn, row_for(mi), ASSET_COLUMNS)
+        row = await upsert_returning(conn, row_for(mi), ACCEPTED_COLUMNS)
         if row is None:
             raise RuntimeError(f"the row of {mi.ref.name} was not written")
         return row

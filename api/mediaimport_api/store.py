@@ -25,6 +25,9 @@ ASSET_COLUMNS = (
     "id, user_id, name, file_size, file_type, s3_key, thumbnail_s3_key, status, checksum,"
     " file_metadata, created_at, updated_at"
 )
+# What the 202 of a new import answers from (views.accepted_view): a new row is never
+# ready, so the rest of it (its metadata decoded from JSONB, above all) would go unused.
+ACCEPTED_COLUMNS = "id, name, file_type, status, created_at"
 
 
 class CursorError(ValueError):
