@@ -16,11 +16,18 @@ machine's monotonic clock:
 * create_to_job_p50_s: then `--probes` new imports created one after another (each once the
   previous one's Job exists): creation (its POST returned) → its Job's ADDED event. Target
   ≤ 0.3 s at 5,000.
-* rss_mib: the operator's peak RSS (VmHWM) over its whole run at that size. Targets: ≤ 150
-  MiB at 5,000 and no more than +10 % over the empty cluster's (N = 0).
+* rss_mib: the operator's peak RSS (VmHWM) over its whole run at that size (before the
+  burst, if any). Targets: ≤ 150 MiB at 5,000 and no more than +10 % over the empty
+  cluster's (N = 0).
+* with `--burst M` (default 0: none), then M new imports POSTed from 32 threads at once (each
+  connected before the clock starts), as `operator_throughput.py --apply parallel` does but
+  with no node (no pod runs): burst_p50_s / burst_p99_s, creation (its POST returned) → its
+  Job's ADDED event; `--concurrency` sets the operator's MEDIAIMPORT_CONCURRENCY (the
+  throughput benchmark runs it at 32).
 
 Prints a table, then one JSON object as the last line of stdout with `rss_mib_N`, `ready_s_N`
-and `create_to_job_p50_s_N` for every size, and `rss_growth_5000` (rss_mib_5000 / rss_mib_0).
+and `create_to_job_p50_s_N` (and `burst_p50_s_N`, `burst_p99_s_N`) for every size, and
+`rss_growth_5000` (rss_mib_5000 / rss_mib_0).
 """
 
 from __future__ import annotations
@@ -150,7 +157,40 @@ def operator_env(plane: ControlPlane, postgres: PostgresServer) -> dict[str, str
     return env
 
 
-def measure(kube: Kube, env: dict[str, str], log: Path, size: int, probes: int) -> dict[str, Any]:
+def gone(kube: Kube, timeout: float = 300) -> None:
+    """Wait until the garbage collector took the deleted imports' Jobs and pods: the next
+    size's operator would otherwise list and follow them (and count them in its RSS)."""
+    selector = {"labelSelector": "app.kubernetes.io/managed-by=mediaimport-operator"}
+    deadline = time.monotonic() + timeout
+    while (kube.get(f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs", **selector)["items"]
+           or kube.get(f"/api/v1/namespaces/{NAMESPACE}/pods", **selector)["items"]):
+        if time.monotonic() > deadline:
+            raise SystemExit("the deleted imports' Jobs and pods are still there")
+        time.sleep(1)
+
+
+def burst(kube: Kube, jobs: JobStamps, names: list[str], creators: int = 32) -> list[float]:
+    """Create the imports from `creators` threads at once; each one's create→Job latency."""
+    path = f"{GROUP}/namespaces/{NAMESPACE}/mediaimports"
+    created: dict[str, float] = {}
+    barrier = threading.Barrier(creators)
+
+    def connect(_: int) -> None:
+        kube.get(path, limit="1")  # the TLS handshake before the clock starts
+        barrier.wait(30)
+
+    def create(name: str) -> None:
+        kube.create(path, new_import(name))
+        created[name] = time.monotonic()
+
+    with ThreadPoolExecutor(creators) as pool:
+        list(pool.map(connect, range(creators)))
+        list(pool.map(create, names))
+    return [jobs.wait(name, timeout=300) - created[name] for name in names]
+
+
+def measure(kube: Kube, env: dict[str, str], log: Path, size: int, probes: int,
+            burst_size: int = 0) -> dict[str, Any]:
     """Start the operator over `size` finished imports; its readiness, latency and memory."""
     path = f"{GROUP}/namespaces/{NAMESPACE}/mediaimports"
     jobs = JobStamps(kube)
@@ -172,6 +212,8 @@ def measure(kube: Kube, env: dict[str, str], log: Path, size: int, probes: int) 
         if operator.poll() is not None:
             raise SystemExit(f"the operator exited ({operator.returncode}); see {log}")
         rss = peak_rss_mib(operator.pid)
+        bursting = [f"burst-{size}-{i:04d}" for i in range(burst_size)]
+        burst_latencies = burst(kube, jobs, bursting) if bursting else []
     finally:
         jobs.stop()
         operator.terminate()
@@ -180,11 +222,16 @@ def measure(kube: Kube, env: dict[str, str], log: Path, size: int, probes: int) 
         except subprocess.TimeoutExpired:
             operator.kill()
     # The new imports go again, so that the next size holds only finished ones.
-    for name in [first, *(f"probe-{size}-{i:02d}" for i in range(probes))]:
+    for name in [first, *(f"probe-{size}-{i:02d}" for i in range(probes)), *bursting]:
         kube.delete(f"{path}/{name}")
-    return {"rss_mib": round(rss, 1), "ready_s": round(ready_s, 2),
-            "create_to_job_p50_s": round(percentile(latencies, 0.5), 3),
-            "create_to_job_max_s": round(max(latencies), 3)}
+    gone(kube)
+    figures = {"rss_mib": round(rss, 1), "ready_s": round(ready_s, 2),
+               "create_to_job_p50_s": round(percentile(latencies, 0.5), 3),
+               "create_to_job_max_s": round(max(latencies), 3)}
+    if burst_latencies:
+        figures["burst_p50_s"] = round(percentile(burst_latencies, 0.5), 3)
+        figures["burst_p99_s"] = round(percentile(burst_latencies, 0.99), 3)
+    return figures
 
 
 def main() -> int:
@@ -192,6 +239,9 @@ def main() -> int:
     parser.add_argument("--sizes", default="0,1000,5000",
                         help="comma-separated numbers of finished imports, ascending")
     parser.add_argument("--probes", type=int, default=20, help="new imports timed per size")
+    parser.add_argument("--burst", type=int, default=0,
+                        help="then this many new imports created at once from 32 threads")
+    parser.add_argument("--concurrency", type=int, help="the operator's MEDIAIMPORT_CONCURRENCY")
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
 
@@ -208,6 +258,8 @@ def main() -> int:
         install_crd(kube)
         kube.create("/api/v1/namespaces", {"metadata": {"name": NAMESPACE}})
         env = operator_env(plane, postgres)
+        if args.concurrency:
+            env["MEDIAIMPORT_CONCURRENCY"] = str(args.concurrency)
         figures: dict[str, Any] = {}
         have = 0
         for size in sizes:
@@ -216,7 +268,8 @@ def main() -> int:
             have = size
             print(f"{size} finished imports in place ({time.monotonic() - began:.0f} s)",
                   file=sys.stderr)
-            result = measure(kube, env, work / f"operator-{size}.log", size, args.probes)
+            result = measure(kube, env, work / f"operator-{size}.log", size, args.probes,
+                             args.burst)
             for key, value in result.items():
                 figures[f"{key}_{size}"] = value
         if 0 in sizes and 5000 in sizes:
