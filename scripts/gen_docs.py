@@ -140,9 +140,15 @@ def settings_table(settings: Any, prefix: str, chart: dict[str, list[str]]) -> s
     return "\n".join(lines)
 
 
+def _importable() -> None:
+    """The packages' sources on sys.path (the script runs without an installed project)."""
+    for folder in ("api", "operator", "job-image"):
+        if str(ROOT / folder) not in sys.path:
+            sys.path.insert(0, str(ROOT / folder))
+
+
 def operator_settings() -> str:
-    sys.path.insert(0, str(ROOT / "operator"))
-    sys.path.insert(0, str(ROOT / "job-image"))
+    _importable()
     from mediaimport_operator.settings import Settings  # noqa: PLC0415
 
     chart = chart_sources(CHART / "templates/operator/deployment.yaml",
@@ -151,8 +157,7 @@ def operator_settings() -> str:
 
 
 def api_settings() -> str:
-    for folder in ("api", "operator", "job-image"):
-        sys.path.insert(0, str(ROOT / folder))
+    _importable()
     from mediaimport_api.settings import Settings  # noqa: PLC0415
 
     chart = chart_sources(CHART / "templates/api/deployment.yaml",
@@ -162,8 +167,7 @@ def api_settings() -> str:
 
 def api_operations() -> str:
     """Every operation of the API's OpenAPI document with the answers it may give."""
-    for folder in ("api", "operator", "job-image"):
-        sys.path.insert(0, str(ROOT / folder))
+    _importable()
     from mediaimport_api.app import create_app  # noqa: PLC0415
     from mediaimport_api.settings import Settings  # noqa: PLC0415
 

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 import requests
+from mediaimport_dev import nodenet
 from mediaimport_dev.binaries import binary
 from mediaimport_dev.controlplane import ControlPlane
 from mediaimport_dev.kube import Json, Kube, KubeError
@@ -52,6 +53,16 @@ def eventually(check: Callable[[], Any], *, timeout: float = 60.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what or check}")
         time.sleep(0.1)
+
+
+@pytest.fixture
+def pod_postgres(services_root: Path, origin_host: str) -> Iterator[PostgresServer]:
+    """A Postgres pods reach: it also listens on this machine's end of the node's link
+    (its URL for pods: `release.pod_database_url(url, origin_host)`)."""
+    with PostgresServer(services_root / f"pod-postgres-{uuid.uuid4().hex[:6]}",
+                        extra_hosts=[origin_host],
+                        trusted_networks=[nodenet.LINK_CIDR]) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,6 @@ import secrets
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -23,11 +21,11 @@ import pytest
 import requests
 from conftest import Env, eventually, kubectl
 from mediaimport_api.auth import hash_token, new_token
-from mediaimport_dev import nodenet
 from mediaimport_dev.binaries import binary
 from mediaimport_dev.images import OPERATOR_IMAGE
 from mediaimport_dev.kube import Json
 from mediaimport_dev.postgres import PostgresServer
+from mediaimport_dev.release import pod_database_url
 from psycopg.rows import dict_row
 from support.chart import CHART
 
@@ -36,13 +34,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 USER = "user-7"
 
 
-@pytest.fixture
-def pod_postgres(services_root: Path, origin_host: str) -> Iterator[PostgresServer]:
-    """A Postgres the pods reach: it also listens on this machine's end of the node's link."""
-    with PostgresServer(services_root / f"release-postgres-{uuid.uuid4().hex[:6]}",
-                        extra_hosts=[origin_host],
-                        trusted_networks=[nodenet.LINK_CIDR]) as server:
-        yield server
 
 
 def _helm(env: Env, *args: str, check: bool = True,
@@ -122,7 +113,7 @@ def test_the_chart_installed_with_helm_runs_imports_end_to_end(
     webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     secrets_path = f"/api/v1/namespaces/{ns}/secrets"
     env.kube.create(secrets_path, {"metadata": {"name": "mediaimport-db"}, "stringData": {
-        "url": pod_postgres.url.replace("@127.0.0.1:", f"@{origin_host}:")}})
+        "url": pod_database_url(pod_postgres.url, origin_host)}})
     env.kube.create(secrets_path, {"metadata": {"name": "mediaimport-api"}, "stringData": {
         "tokens": f"{hash_token(token)} {USER}\n", "webhook-secret": webhook_secret,
         "context-signing-key": secrets.token_hex(32)}})

@@ -4,30 +4,21 @@ and Deployment), importing a video through a Job of the job image."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
 import yaml
 from conftest import Env, eventually, kubectl
-from mediaimport_dev import nodenet
 from mediaimport_dev.images import OPERATOR_IMAGE
 from mediaimport_dev.kube import Json
 from mediaimport_dev.postgres import PostgresServer
+from mediaimport_dev.release import pod_database_url
 from psycopg.rows import dict_row
 from support.chart import only, render
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-@pytest.fixture
-def pod_postgres(services_root: Path, origin_host: str) -> Iterator[PostgresServer]:
-    """A Postgres pods reach: it also listens on this machine's end of the node's veth."""
-    with PostgresServer(services_root / f"pod-postgres-{uuid.uuid4().hex[:6]}",
-                        extra_hosts=[origin_host],
-                        trusted_networks=[nodenet.LINK_CIDR]) as server:
-        yield server
 
 
 def operator_pods(env: Env, release: str) -> list[Json]:
@@ -43,7 +34,7 @@ def test_the_operator_image_runs_in_the_cluster_from_the_chart(
 ) -> None:
     operator_repository, _, operator_tag = OPERATOR_IMAGE.rpartition(":")
     job_repository, _, job_tag = env.job_image.rpartition(":")
-    database_url = pod_postgres.url.replace("@127.0.0.1:", f"@{origin_host}:")
+    database_url = pod_database_url(pod_postgres.url, origin_host)
     env.kube.create(f"/api/v1/namespaces/{env.namespace}/secrets", {
         "metadata": {"name": "mediaimport-db"}, "stringData": {"url": database_url},
     })
