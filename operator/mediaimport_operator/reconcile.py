@@ -48,6 +48,7 @@ from .status import (
     latest_outcomes,
     needs_recording,
     pod_problem,
+    succeeded_with_result,
     with_recorded,
 )
 
@@ -208,9 +209,10 @@ class Reconciler:
         self._job_digests[key] = digest
 
     async def pod_event(self, event_type: str | None, pod: Json) -> None:
-        """A pod of one of our Jobs changed: converge its import when the pod's trouble
-        starting (a missing Secret, an image pull, scheduling) differs from what the status
-        says. Most pod events change nothing of the kind and cost no request."""
+        """A pod of one of our Jobs changed: converge its import when the pod's container
+        ended with its result (seconds before the Job is Complete), or when the pod's
+        trouble starting (a missing Secret, an image pull, scheduling) differs from what
+        the status says. Most pod events change nothing of the kind and cost no request."""
         if event_type == "DELETED":
             return
         meta = pod.get("metadata", {})
@@ -224,7 +226,7 @@ class Reconciler:
             return
         problem = pod_problem(pod, self.settings.s3_secret_name)
         shown = mi.status.condition(SUCCEEDED)
-        if (problem.reason if problem else None) == (
+        if not succeeded_with_result(pod) and (problem.reason if problem else None) == (
             shown.reason if shown and shown.reason in POD_PROBLEM_REASONS else None
         ):
             return

@@ -300,11 +300,30 @@ def derive(
             "attempts": max(job.attempts, old.attempts or 0, 1),
         }
     )
-    if job.complete:
+    if job.complete or _succeeded_outcome(outcomes) is not None:
         return _complete(base, mi, job, outcomes, now)
     if job.failed_reason is not None:
         return _failed(base, mi, job, outcomes, now)
     return _running(base, mi, job, outcomes, now, waiting=waiting)
+
+
+def _succeeded_outcome(outcomes: Sequence[PodOutcome]) -> PodOutcome | None:
+    """A pod whose container exited 0 with a Ready result document: the import is done.
+
+    The kubelet reports the container's end about two seconds before the Job is Complete
+    (one PLEG relist to stop the pod and another to write its phase, then the Job
+    controller's one-second batching), and nothing after it can change the result: the
+    objects are in S3 and the Job, which runs one pod to one completion, only follows.
+    """
+    return next(
+        (o for o in outcomes if o.exit_code == 0 and isinstance(o.result, ReadyResult)), None
+    )
+
+
+def succeeded_with_result(pod: dict[str, Any]) -> bool:
+    """Whether ``pod``'s container exited 0 with a Ready result document."""
+    outcome = PodOutcome.from_body(pod)
+    return outcome is not None and _succeeded_outcome([outcome]) is not None
 
 
 def _pending(base: MediaImportStatus, mi: MediaImport, now: datetime) -> Decision:
@@ -374,6 +393,7 @@ def _complete(
     outcomes: Sequence[PodOutcome],
     now: datetime,
 ) -> Decision:
+    succeeded = _succeeded_outcome(outcomes)
     ready = next(
         (o.result for o in outcomes if isinstance(o.result, ReadyResult)),
         None,
@@ -403,7 +423,7 @@ def _complete(
         f"Imported {ready.type} {ready.name} ({human_size(ready.size)}) "
         f"to s3://{ready.bucket}/{ready.key}"
     )
-    finished = job.finished_at or now
+    finished = job.finished_at or (succeeded.finished_at if succeeded else None) or now
     status = _with_succeeded(
         base.model_copy(
             update={"result": result, "type": ready.type, "completion_time": finished}

@@ -1,9 +1,12 @@
-"""An import's Job and its pods, end to end: a finished Job is never run again, and only the
-Job's own pods speak for it."""
+"""An import's Job and its pods, end to end: a finished Job is never run again, only the Job's
+own pods speak for it, and a pod that ended with its result decides before the Job does."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -97,9 +100,9 @@ def test_only_the_jobs_own_pods_decide_its_result(env: Env) -> None:
 
 
 def test_the_resync_finds_a_completion_the_watch_never_delivered(env: Env) -> None:
-    """The operator watches its Jobs by their managed-by label: a Job that loses it (a tool
-    relabelling Jobs) is out of that watch, and its completion is never delivered. The
-    resync reads the Job of every live import and finds it."""
+    """The operator watches its Jobs and their pods by their managed-by label: a Job and
+    pods that lose it (a tool relabelling them) are out of those watches, and the import's
+    end is never delivered. The resync reads the Job of every live import and finds it."""
     env.start_operator(MEDIAIMPORT_RESYNC_INTERVAL="3",
                        MEDIAIMPORT_JOB_EXTRA_ENV='{"MEDIAIMPORT_RETRIES": "0"}')
     clip = env.origin.add(env.media.path("image.png"), f"unwatched-{new_name()}.png")
@@ -110,10 +113,79 @@ def test_the_resync_finds_a_completion_the_watch_never_delivered(env: Env) -> No
     job = eventually(lambda: _job(env, name), timeout=30, what="the Job")
     path = f"/apis/batch/v1/namespaces/{env.namespace}/jobs/{job['metadata']['name']}"
     env.kube.merge_patch(path, {"metadata": {"labels": {"app.kubernetes.io/managed-by": None}}})
-    body = env.wait_phase(name, "Ready", "Failed", timeout=120)
+    # Its pods too (the pods' watch would report the succeeding one): each as it is created,
+    # long before its container can end.
+    stop = threading.Event()
+    unlabel = threading.Thread(target=_unlabel_pods, args=(env, job["metadata"]["uid"], stop))
+    unlabel.start()
+    try:
+        body = env.wait_phase(name, "Ready", "Failed", timeout=120)
+    finally:
+        stop.set()
+        unlabel.join()
     assert body["status"]["phase"] == "Ready", json.dumps(body["status"], indent=1)
     assert body["status"]["attempts"] == 2
     unwatched = env.kube.get(path)
     assert "app.kubernetes.io/managed-by" not in unwatched["metadata"]["labels"]
     assert _finished(unwatched)  # it completed out of the watch's sight
     env.reasons(name, "Imported")
+
+
+def _unlabel_pods(env: Env, job_uid: str, stop: threading.Event) -> None:
+    """Take every pod of the Job out of the operator's pods' watch, until ``stop``."""
+    path = f"/api/v1/namespaces/{env.namespace}/pods"
+    selector = f"batch.kubernetes.io/controller-uid={job_uid}"
+    listing = env.kube.get(path, labelSelector=selector)
+    version = listing["metadata"]["resourceVersion"]
+    for pod in listing["items"]:
+        _unlabel(env, pod)
+    while not stop.is_set():
+        for event in env.kube.watch(path, resource_version=version, timeout_seconds=2,
+                                    labelSelector=selector):
+            pod = event["object"]
+            version = pod["metadata"]["resourceVersion"]
+            if event["type"] in ("ADDED", "MODIFIED"):
+                _unlabel(env, pod)
+
+
+def _unlabel(env: Env, pod: dict) -> None:
+    if "app.kubernetes.io/managed-by" in pod["metadata"].get("labels", {}):
+        env.kube.merge_patch(
+            f"/api/v1/namespaces/{env.namespace}/pods/{pod['metadata']['name']}",
+            {"metadata": {"labels": {"app.kubernetes.io/managed-by": None}}},
+        )
+
+
+def test_the_import_is_ready_from_its_pod_before_the_job_is_complete(env: Env) -> None:
+    """The kubelet reports the container's end with its termination message about 2 s
+    before the Job controller marks the Job Complete. With the controller manager paused
+    once the pod exists, the Job stays unfinished, and the import is Ready all the same,
+    from the pod; the Job completes and is handed to the TTL controller afterwards."""
+    env.start_operator(MEDIAIMPORT_JOB_EXTRA_ENV='{"MEDIAIMPORT_RETRIES": "0"}')
+    png = env.origin.add(env.media.path("image.png"), f"early-{new_name()}.png")
+    name = new_name("early")
+    env.create(name, url=env.url(f"/files/{png}"))
+
+    def job_pod() -> dict | None:
+        return next((p for p in env.pods()
+                     if p["metadata"]["labels"].get("mediaimport.dev/import-name") == name), None)
+
+    eventually(job_pod, timeout=30, what="the import's pod")
+    controller_manager = env.plane.components["kube-controller-manager"].pid
+    os.kill(controller_manager, signal.SIGSTOP)
+    try:
+        body = env.wait_phase(name, "Ready", "Failed", timeout=60)
+        job = _job(env, name)
+        assert not _finished(job), job and job["status"]
+    finally:
+        os.kill(controller_manager, signal.SIGCONT)
+    assert body["status"]["phase"] == "Ready", json.dumps(body["status"], indent=1)
+    assert body["status"]["result"]["media"]["width"] == 200
+    pod = job_pod()
+    assert pod is not None
+    finished_at = pod["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"]
+    assert body["status"]["completionTime"] == finished_at
+    env.reasons(name, "Imported")
+    job = eventually(lambda: (j := _job(env, name)) and _finished(j) and j, timeout=30,
+                     what="the Job Complete once the controller manager runs again")
+    assert job["spec"]["ttlSecondsAfterFinished"] is not None

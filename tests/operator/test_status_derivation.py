@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from mediaimport_job.result import FailureReason
 from mediaimport_operator.model import MediaImport, Phase
 from mediaimport_operator.status import (
@@ -173,6 +174,39 @@ def test_complete_without_a_result_document_fails_clearly() -> None:
     cond = _succeeded(_derive(first, job_body(succeeded=1, condition=("Complete", "", "")),
                               pods).status)
     assert cond.reason == "ResultUnavailable"
+
+
+def test_a_container_that_ended_with_its_result_makes_the_import_ready_before_the_job() -> None:
+    """The kubelet reports the container's end (with its termination message) about 2 s
+    before the Job is Complete (a PLEG relist to stop the pod, then the Job controller's
+    1 s batching): the result is final once the container exited 0 with it."""
+    first = _derive(None, job_body(active=1)).status.wire()
+    pods = [pod_body("p1", phase="Running", exit_code=0, message=ready_result(),
+                     finished="2026-11-24T10:00:07Z")]
+    decision = _derive(first, job_body(active=1), pods, NOW + timedelta(seconds=3))
+    status = decision.status
+    assert status.phase == Phase.READY
+    assert status.completion_time == datetime(2026, 11, 24, 10, 0, 7, tzinfo=UTC)
+    assert status.result is not None and status.result.key.endswith("/out.mp4")
+    assert (_succeeded(status).status, _succeeded(status).reason) == ("True", "Imported")
+    assert [e.reason for e in decision.events] == ["Imported"]
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "message"),
+    [
+        (0, ""),  # no document yet: the Job's end decides (ResultUnavailable)
+        (1, failed_result()),  # a failed attempt: the Job may retry it
+        (1, ready_result()),  # a document but a failing exit: not a success to act on
+    ],
+)
+def test_a_running_job_is_not_decided_by_a_pod_without_a_successful_result(
+    exit_code: int, message: object
+) -> None:
+    first = _derive(None, job_body(active=1)).status.wire()
+    pods = [pod_body("p1", phase="Running", exit_code=exit_code, message=message)]
+    status = _derive(first, job_body(active=1), pods).status
+    assert status.phase == Phase.IMPORTING
 
 
 def test_no_job_is_pending() -> None:
