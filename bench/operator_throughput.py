@@ -3,6 +3,7 @@
     python bench/operator_throughput.py                    # kubectl apply -f of 200 imports
     python bench/operator_throughput.py --apply parallel   # 200 POSTs from 32 threads at once
     python bench/operator_throughput.py --count 50
+    python bench/operator_throughput.py --apply sequential --count 20   # one import's latency
 
 Sets up a private cluster (control plane and the real node, which runs each import's Job as a
 pod of the job image), Postgres, S3 and an origin serving a small PNG on the node's veth
@@ -18,7 +19,9 @@ How the imports are applied (`--apply`):
 * `parallel`: POSTs from `--creators` threads (32) at once, each connected before the clock
   starts — a harsher burst (~200 creations per second here) in which the benchmark's own
   creations compete with the operator's Job creations for the same API server and cores;
-  each is stamped when its POST returns.
+  each is stamped when its POST returns;
+* `sequential`: one POST at a time, the next once the previous import is Ready or Failed:
+  what one import costs on a quiet cluster; each is stamped when its POST is sent.
 
 Measures
 * wall_s: first create sent → last MediaImport seen Ready;
@@ -26,6 +29,8 @@ Measures
   (targets ≤ 0.3 s and ≤ 2 s), split into the watch delivering the new MediaImport
   (create→watch) and the operator's part up to the Job's ADDED event (watch→Job);
 * operator peak RSS (VmHWM of the operator process), MiB;
+* create→Ready p50/p90: the creation stamped → the MediaImport seen Ready (in the bursts this
+  includes waiting for room on the node);
 * overhead share: per import, (Job seen - MediaImport created) + (Ready seen - the pod's
   container seen terminated), summed, over the sum of (Ready seen - created). The rest is the
   job itself and the pods waiting for room on the node (each requests 250m CPU of the node's
@@ -317,14 +322,39 @@ def create_in_parallel(
     return created, start
 
 
+def create_one_at_a_time(
+    plane: ControlPlane, manifests: list[dict[str, Any]], timeout: float
+) -> tuple[dict[str, float], float]:
+    """POST each MediaImport once the previous one is Ready or Failed."""
+    client = plane.kube()
+    namespace = manifests[0]["metadata"]["namespace"]
+    path = f"{GROUP}/namespaces/{namespace}/mediaimports"
+    client.get(path, limit="1")  # connected before the clock starts
+    created: dict[str, float] = {}
+    start = time.monotonic()
+    for manifest in manifests:
+        name = manifest["metadata"]["name"]
+        created[name] = time.monotonic()
+        client.create(path, manifest)
+        deadline = time.monotonic() + timeout
+        while (client.get(f"{path}/{name}").get("status") or {}).get("phase") not in (
+            "Ready",
+            "Failed",
+        ):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{name} neither Ready nor Failed after {timeout} s")
+            time.sleep(0.05)
+    return created, start
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument(
-        "--apply", choices=("kubectl", "parallel"), default="kubectl",
+        "--apply", choices=("kubectl", "parallel", "sequential"), default="kubectl",
         help="how the MediaImports are created: `kubectl apply -f` of one file (default), "
-        "or POSTs from --creators threads at once",
+        "POSTs from --creators threads at once, or one at a time",
     )
     parser.add_argument("--creators", type=int, default=32)
     args = parser.parse_args()
@@ -406,6 +436,8 @@ def main() -> int:
             ]
             if args.apply == "kubectl":
                 created, start = apply_with_kubectl(plane, work, manifests)
+            elif args.apply == "sequential":
+                created, start = create_one_at_a_time(plane, manifests, 120)
             else:
                 created, start = create_in_parallel(plane, manifests, args.creators)
             create_s = max(created.values(), default=start) - start
@@ -453,6 +485,7 @@ def main() -> int:
             if name in ready and name in pod_done and name in job_seen:
                 overhead += (job_seen[name] - created[name]) + (ready[name] - pod_done[name])
                 total += ready[name] - created[name]
+        to_ready = [ready[n] - created[n] for n in names if n in ready and n in created]
         pod_to_ready = [ready[n] - pod_done[n] for n in names if n in ready and n in pod_done]
         job_to_ready = [ready[n] - job_done[n] for n in names if n in ready and n in job_done]
         share = overhead / total if total else float("nan")
@@ -460,7 +493,7 @@ def main() -> int:
             "count": args.count,
             "ready": len(ready),
             "failed": len(failed),
-            "apply": args.apply if args.apply == "kubectl" else f"parallel x{args.creators}",
+            "apply": f"parallel x{args.creators}" if args.apply == "parallel" else args.apply,
             "create_all_s": round(create_s, 2),
             "wall_s": round(wall, 2),
             "imports_per_s": round(len(ready) / wall, 2) if wall else None,
@@ -472,6 +505,8 @@ def main() -> int:
             "operator_peak_rss_mib": round(rss, 1),
             "stack_rss_mib": round(total_rss, 1),
             "operator_cpu_s": round(cpu, 1),
+            "create_to_ready_p50_s": round(percentile(to_ready, 0.5), 3) if to_ready else None,
+            "create_to_ready_p90_s": round(percentile(to_ready, 0.9), 3) if to_ready else None,
             "operator_overhead_share": round(share, 4),
             "pod_end_to_ready_p50_s": (
                 round(percentile(pod_to_ready, 0.5), 3) if pod_to_ready else None
