@@ -135,6 +135,18 @@ class PodOutcome:
     result: ReadyResult | FailedResult | None
     raw_message: str = ""
 
+    @property
+    def succeeded(self) -> bool:
+        """The container exited 0 with a Ready result document: the import is done.
+
+        The kubelet reports the container's end about two seconds before the Job is
+        Complete (one PLEG relist to stop the pod and another to write its phase, then the
+        Job controller's one-second batching), and nothing after it can change the result:
+        the objects are in S3 and the Job, which runs one pod to one completion, only
+        follows.
+        """
+        return self.exit_code == 0 and isinstance(self.result, ReadyResult)
+
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> PodOutcome | None:
         status = body.get("status") or {}
@@ -300,30 +312,17 @@ def derive(
             "attempts": max(job.attempts, old.attempts or 0, 1),
         }
     )
-    if job.complete or _succeeded_outcome(outcomes) is not None:
+    if job.complete or any(o.succeeded for o in outcomes):
         return _complete(base, mi, job, outcomes, now)
     if job.failed_reason is not None:
         return _failed(base, mi, job, outcomes, now)
     return _running(base, mi, job, outcomes, now, waiting=waiting)
 
 
-def _succeeded_outcome(outcomes: Sequence[PodOutcome]) -> PodOutcome | None:
-    """A pod whose container exited 0 with a Ready result document: the import is done.
-
-    The kubelet reports the container's end about two seconds before the Job is Complete
-    (one PLEG relist to stop the pod and another to write its phase, then the Job
-    controller's one-second batching), and nothing after it can change the result: the
-    objects are in S3 and the Job, which runs one pod to one completion, only follows.
-    """
-    return next(
-        (o for o in outcomes if o.exit_code == 0 and isinstance(o.result, ReadyResult)), None
-    )
-
-
 def succeeded_with_result(pod: dict[str, Any]) -> bool:
     """Whether ``pod``'s container exited 0 with a Ready result document."""
     outcome = PodOutcome.from_body(pod)
-    return outcome is not None and _succeeded_outcome([outcome]) is not None
+    return outcome is not None and outcome.succeeded
 
 
 def _pending(base: MediaImportStatus, mi: MediaImport, now: datetime) -> Decision:
@@ -393,7 +392,7 @@ def _complete(
     outcomes: Sequence[PodOutcome],
     now: datetime,
 ) -> Decision:
-    succeeded = _succeeded_outcome(outcomes)
+    succeeded = next((o for o in outcomes if o.succeeded), None)
     ready = next(
         (o.result for o in outcomes if isinstance(o.result, ReadyResult)),
         None,
