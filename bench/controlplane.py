@@ -30,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -40,10 +39,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "devstack"))
 
 import psutil  # noqa: E402
-import requests  # noqa: E402
 from mediaimport_dev import nodehost  # noqa: E402
 from mediaimport_dev.binaries import cache_root  # noqa: E402
-from mediaimport_dev.kube import Kube, KubeError  # noqa: E402
+from mediaimport_dev.kube import Kube  # noqa: E402
+from operator_throughput import Watcher, containers_ended  # noqa: E402
 
 CLI = str(Path(sys.executable).parent / "mediaimport-dev")
 WAITED = "waiting for the machine's one local node"
@@ -143,31 +142,17 @@ class PodStages:
 
     def __init__(self, kube: Kube, ns: str) -> None:
         self.stamps: dict[tuple[str, str], float] = {}
-        path = f"/api/v1/namespaces/{ns}/pods"
-        version = kube.get(path)["metadata"]["resourceVersion"]
-        threading.Thread(target=self._follow, args=(kube, path, version), daemon=True).start()
+        self.watcher = Watcher(kube, f"/api/v1/namespaces/{ns}/pods", self._stamp)
+        self.watcher.start()
 
-    def _follow(self, kube: Kube, path: str, version: str) -> None:
-        try:
-            self._follow_until_error(kube, path, version)
-        except (requests.RequestException, KubeError):
-            return  # the stack is going down: the stamps taken so far stay
-
-    def _follow_until_error(self, kube: Kube, path: str, version: str) -> None:
-        while True:
-            for event in kube.watch(path, resource_version=version, timeout_seconds=300):
-                pod = event["object"]
-                version = pod["metadata"]["resourceVersion"]
-                job_name = pod["metadata"].get("labels", {}).get("job-name")
-                if job_name is None:
-                    continue
-                status = pod.get("status", {})
-                statuses = status.get("containerStatuses", [])
-                now = time.monotonic()
-                if statuses and all("terminated" in c.get("state", {}) for c in statuses):
-                    self.stamps.setdefault((job_name, "exited"), now)
-                if status.get("phase") == "Succeeded":
-                    self.stamps.setdefault((job_name, "succeeded"), now)
+    def _stamp(self, pod: dict[str, Any], now: float) -> None:
+        job_name = pod["metadata"].get("labels", {}).get("job-name")
+        if job_name is None:
+            return
+        if containers_ended(pod):
+            self.stamps.setdefault((job_name, "exited"), now)
+        if pod.get("status", {}).get("phase") == "Succeeded":
+            self.stamps.setdefault((job_name, "succeeded"), now)
 
 
 def round_trips(
@@ -192,6 +177,7 @@ def round_trips(
             stages["to_exited"].append(exited - started)
             stages["exited_to_succeeded"].append(succeeded - exited)
             stages["succeeded_to_complete"].append(done[name] - succeeded)
+    pods.watcher.stopped.set()
     return times, {k: round(statistics.median(v), 3) for k, v in stages.items() if v}
 
 

@@ -40,67 +40,27 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "devstack"))
+sys.path.insert(0, str(REPO / "tests" / "operator"))  # the finished imports' factory
 
 from mediaimport_dev.controlplane import ControlPlane  # noqa: E402
 from mediaimport_dev.crd import install_crd  # noqa: E402
 from mediaimport_dev.kube import Kube  # noqa: E402
 from mediaimport_dev.postgres import PostgresServer  # noqa: E402
+from operator_support import create_finished  # noqa: E402
 from operator_throughput import GROUP, Watcher, peak_rss_mib, percentile  # noqa: E402
 
 NAMESPACE = "scale"
 
 
-def finished_import(name: str, when: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A MediaImport and the status an operator leaves on a Ready, recorded import."""
-    asset = str(uuid.uuid4())
-    key = f"media/bench/{asset}"
-    body = {
-        "apiVersion": "mediaimport.dev/v1alpha1", "kind": "MediaImport",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {"url": f"https://replicate.delivery/pbxt/{asset}/out.mp4", "userId": "bench",
-                 "assetId": asset, "type": "video",
-                 "metadata": {"prompt": "a sunset over the sea", "model": "wan-2.1",
-                              "aiGenerated": True}},
-    }
-    condition = {"lastTransitionTime": when, "observedGeneration": 1}
-    status = {
-        "observedGeneration": 1, "phase": "Ready", "type": "video", "assetId": asset,
-        "jobName": f"mi-{name}", "attempts": 1, "startTime": when, "completionTime": when,
-        "conditions": [
-            {**condition, "type": "Succeeded", "status": "True", "reason": "Imported",
-             "message": f"Imported video out.mp4 (2.4 MiB) to s3://bench/{key}/out.mp4."},
-            {**condition, "type": "Recorded", "status": "True", "reason": "RowUpToDate",
-             "message": f"The media_assets row {asset} is ready."},
-        ],
-        "result": {"bucket": "bench", "key": f"{key}/out.mp4",
-                   "thumbnailKey": f"{key}/thumbnail.jpg", "name": "out.mp4",
-                   "size": 2_512_345, "sha256": "ab" * 32, "contentType": "video/mp4",
-                   "media": {"duration": 4.0, "width": 1280, "height": 720, "frameRate": 24.0,
-                             "codec": "h264", "bitrate": 5_000_000, "format": "mp4"}},
-    }
-    return body, status
-
-
-def fill(kube: Kube, have: int, want: int, creators: int = 16) -> None:
+def fill(kube: Kube, have: int, want: int) -> None:
     """Bring the namespace from `have` to `want` finished imports (create, then status)."""
-    path = f"{GROUP}/namespaces/{NAMESPACE}/mediaimports"
-    when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-    def one(index: int) -> None:
-        body, status = finished_import(f"done-{index:05d}", when)
-        kube.create(path, body)
-        kube.merge_patch(f"{path}/{body['metadata']['name']}/status", {"status": status})
-
-    with ThreadPoolExecutor(creators) as pool:
-        list(pool.map(one, range(have, want)))
+    create_finished(kube, NAMESPACE, [f"done-{index:05d}" for index in range(have, want)])
 
 
 def new_import(name: str) -> dict[str, Any]:

@@ -138,6 +138,12 @@ class Watcher(threading.Thread):
                 return
 
 
+def containers_ended(pod: dict[str, Any]) -> bool:
+    """The kubelet reports every container of ``pod`` terminated."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return bool(statuses) and all("terminated" in (c.get("state") or {}) for c in statuses)
+
+
 def _list_version(kube: Kube, path: str, **params: str) -> str:
     """The collection's resourceVersion; a CRD just established may answer 429 for a moment."""
     deadline = time.monotonic() + 30
@@ -175,8 +181,7 @@ def follow_imports(kubeconfig: str, namespace: str, count: int, started: Any, st
 
     def on_pod(obj: dict[str, Any], now: float) -> None:
         owner = obj["metadata"]["labels"].get("mediaimport.dev/import-name", "")
-        statuses = (obj.get("status") or {}).get("containerStatuses") or []
-        if statuses and all("terminated" in (c.get("state") or {}) for c in statuses):
+        if containers_ended(obj):
             with lock:
                 stamps["podDone"].setdefault(owner, now)
 
