@@ -101,6 +101,19 @@ def _first_message(details: list[dict[str, Any]]) -> str:
     return f"{where}: {first['message']}" if where else first["message"]
 
 
+def _validation_message(errors: Sequence[Any]) -> str:
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        # FastAPI reports undecodable JSON as an error at ("body", offset), with the
+        # decoder's reason in ctx; "1: JSON decode error" says neither clearly.
+        reason = str((first.get("ctx") or {}).get("error", "")).rstrip(".")
+        offset = first.get("loc", ("body", None))[-1]
+        where = f" (at character {offset})" if isinstance(offset, int) else ""
+        return f"The body is not valid JSON: {reason}{where}." if reason else (
+            "The body is not valid JSON.")
+    return _first_message(validation_details(errors))
+
+
 def install(app: FastAPI) -> None:
     async def problem(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiProblem)
@@ -110,7 +123,7 @@ def install(app: FastAPI) -> None:
     async def invalid(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         details = validation_details(exc.errors())
-        return error_response(422, "validation_failed", _first_message(details),
+        return error_response(422, "validation_failed", _validation_message(exc.errors()),
                               details=details)
 
     async def http_error(_: Request, exc: Exception) -> JSONResponse:

@@ -1,9 +1,11 @@
 """What an import request may ask for, checked before anything is created (pure).
 
-The source URL goes through the job's own address guard (``mediaimport_job.netguard``,
-honouring the same allowed networks as the operator) so a literal private or
-loopback address is refused here with a clear error instead of failing later in a
-pod; host names are not resolved here (the job resolves and checks every address).
+The source URL goes through the job's own rules: its form (``mediaimport_job.urls``)
+and its address guard (``mediaimport_job.netguard``, honouring the same allowed
+networks as the operator), so a URL the job would refuse — credentials in it, a
+literal private or loopback address, ``localhost`` — is refused here with a clear
+error instead of failing later in a pod; other host names are not resolved here
+(the job resolves and checks every address).
 The name is sanitised by the job's own file-name code, so the name answered now is
 the name the file is stored under.
 """
@@ -18,8 +20,9 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from mediaimport_job.filenames import name_from_url, sanitize
-from mediaimport_job.netguard import AddressPolicy, BlockedAddressError, literal_address
+from mediaimport_job.netguard import AddressPolicy, BlockedAddressError, fixed_addresses
 from mediaimport_job.netguard import parse_network as _parse_network
+from mediaimport_job.urls import UnsupportedUrl, check_source_url
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MediaType = Literal["video", "image", "audio"]
@@ -47,27 +50,19 @@ def check_url_shape(url: str) -> str:
     if not _URL.match(url):
         raise SourceUrlError("the URL must be an http:// or https:// URL without spaces")
     scheme, rest = url.split(":", 1)
-    url = scheme.lower() + ":" + rest
     try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port out of range
-    except ValueError as error:
-        raise SourceUrlError(f"the URL cannot be parsed: {error}") from error
-    if not parts.hostname:
-        raise SourceUrlError("the URL has no host")
-    return url
+        return check_source_url(scheme.lower() + ":" + rest)
+    except UnsupportedUrl as error:
+        raise SourceUrlError(str(error)) from error
 
 
 def check_url_address(url: str, policy: AddressPolicy) -> None:
-    """Refuse a URL whose host is a literal address the job would refuse."""
-    host = urlsplit(url).hostname or ""
-    address = literal_address(host)
-    if address is None:
-        return
-    try:
-        policy.check(address)
-    except BlockedAddressError as error:
-        raise SourceUrlError(f"the URL's host is refused: {error}") from error
+    """Refuse a URL whose host stands for an address the job would refuse (no lookup)."""
+    for address in fixed_addresses(urlsplit(url).hostname or ""):
+        try:
+            policy.check(address)
+        except BlockedAddressError as error:
+            raise SourceUrlError(f"the URL's host is refused: {error}") from error
 
 
 def metadata_problem(metadata: dict[str, Any]) -> str | None:

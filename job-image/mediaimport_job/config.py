@@ -15,11 +15,11 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
-from urllib.parse import urlsplit
 
 from .netguard import IPNetwork, parse_network
 from .reasons import FailureReason, MediaType
 from .tunnel import TunnelProxy
+from .urls import UnsupportedUrl, check_source_url
 
 ENV_PREFIX = "MEDIAIMPORT_"
 DEFAULT_RESULT_FILE = "/dev/termination-log"
@@ -30,7 +30,6 @@ DEFAULT_MAX_BYTES = 16 * 1024**3
 TMP_RESERVE = 64 * 1024 * 1024
 # Kubernetes' default terminationGracePeriodSeconds.
 DEFAULT_GRACE_PERIOD = 30.0
-MAX_URL_LENGTH = 8192
 MAX_KEY_PREFIX_BYTES = 700  # S3 keys are at most 1024 bytes; the name takes up to 200.
 MAX_THUMBNAIL_WIDTH = 4096
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -167,36 +166,10 @@ def _number(value: str | None, flag: str, kind: type[int] | type[float], minimum
 
 
 def _validate_url(url: str) -> str:
-    url = url.strip()
-    if len(url) > MAX_URL_LENGTH:
-        raise ConfigError(
-            f"the URL is longer than {MAX_URL_LENGTH} characters", FailureReason.INVALID_URL
-        )
-    if any(ord(char) < 0x21 or ord(char) == 0x7F for char in url):
-        raise ConfigError(
-            "the URL contains spaces or control characters", FailureReason.INVALID_URL
-        )
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"the URL cannot be parsed: {exc}", FailureReason.INVALID_URL) from None
-    if parts.scheme.lower() not in {"http", "https"}:
-        raise ConfigError(
-            f"only http and https URLs are supported, not {parts.scheme or 'none'!r}",
-            FailureReason.INVALID_URL,
-        )
-    if not parts.hostname:
-        raise ConfigError("the URL has no host", FailureReason.INVALID_URL)
-    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-        # Credentials in URLs are a classic parser-confusion vector
-        # (http://good@evil/); signed URLs never need them.
-        raise ConfigError(
-            "URLs with credentials (user@host) are not supported", FailureReason.INVALID_URL
-        )
-    if port == 0:
-        raise ConfigError("the URL's port is invalid", FailureReason.INVALID_URL)
-    return url
+        return check_source_url(url.strip())
+    except UnsupportedUrl as exc:
+        raise ConfigError(str(exc), FailureReason.INVALID_URL) from None
 
 
 def _validate_key_prefix(prefix: str) -> str:

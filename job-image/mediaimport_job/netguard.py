@@ -144,6 +144,25 @@ def literal_address(host: str) -> IPAddress | None:
     return None
 
 
+_LOOPBACKS = (ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1"))
+
+
+def fixed_addresses(host: str) -> tuple[IPAddress, ...]:
+    """The addresses a URL's host stands for without any DNS lookup, if it has fixed ones.
+
+    A literal (``literal_address``), or for ``localhost`` and names under it both
+    loopback addresses: RFC 6761 reserves them for loopback, and a pod's
+    /etc/hosts maps ``localhost`` to 127.0.0.1 and ::1. Empty for other names.
+    """
+    literal = literal_address(host)
+    if literal is not None:
+        return (literal,)
+    name = host.strip().rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return _LOOPBACKS
+    return ()
+
+
 def parse_network(text: str) -> IPNetwork:
     """A CIDR (or a bare address, meaning /32 or /128) for ``--allow-network``."""
     return ipaddress.ip_network(text.strip(), strict=False)

@@ -140,7 +140,8 @@ def test_names_are_sanitised_as_the_job_does(quiet_api: ApiServer) -> None:
      ({"url": "https://cdn.test/" + "a" * 5000}, "url"),
      ({"url": "http://127.0.0.1/a.mp4"}, "url"), ({"url": "http://[::1]/a.mp4"}, "url"),
      ({"url": "http://169.254.169.254/latest"}, "url"), ({"url": "http://2130706433/"}, "url"),
-     ({"url": "http://10.0.0.1/a.mp4"}, "url"),
+     ({"url": "http://10.0.0.1/a.mp4"}, "url"), ({"url": "http://localhost/a.mp4"}, "url"),
+     ({"url": "https://user:secret@cdn.test/a.mp4"}, "url"),
      ({"url": URL, "name": "///"}, "name"), ({"url": URL, "name": "x" * 300}, "name"),
      ({"url": URL, "type": "document"}, "type"),
      ({"url": URL, "metadata": {f"k{i}": i for i in range(65)}}, "metadata"),
@@ -186,9 +187,13 @@ def test_oversized_non_json_and_malformed_bodies(quiet_api: ApiServer) -> None:
              415, "unsupported_media_type")
     error_of(quiet_api.request("POST", path, user, data=json.dumps({"url": URL})),
              415, "unsupported_media_type")  # no Content-Type at all
-    error_of(quiet_api.request("POST", path, user, data="{not json",
-                               headers={"Content-Type": "application/json"}),
-             422, "validation_failed")
+    malformed = error_of(quiet_api.request("POST", path, user, data="{not json",
+                                           headers={"Content-Type": "application/json"}),
+                         422, "validation_failed")
+    # Says what is wrong and where, not pydantic's "1: JSON decode error".
+    assert malformed["message"] == (
+        "The body is not valid JSON: Expecting property name enclosed in double quotes "
+        "(at character 1).")
     nothing_created(quiet_api, user)
 
 

@@ -60,6 +60,38 @@ def test_host_names_are_left_to_the_job() -> None:
     assert checked(request(url="http://localhost.test/v.mp4"), OPEN).url
 
 
+@pytest.mark.parametrize(
+    "host", ["localhost", "LOCALHOST", "localhost.", "api.localhost", "a.b.localhost:8080"],
+)
+def test_localhost_names_are_loopback_without_a_lookup(host: str) -> None:
+    # RFC 6761: these names always mean loopback; in a pod they resolve to 127.0.0.1
+    # and ::1, which the job refuses. Refused now rather than failing in a pod.
+    with pytest.raises(SourceUrlError, match="loopback"):
+        checked(request(url=f"http://{host}/v.mp4"), OPEN)
+
+
+def test_localhost_names_follow_the_allowed_networks_for_both_loopbacks() -> None:
+    both = policy_for(["127.0.0.0/8", "::1/128"])
+    assert checked(request(url="http://localhost:8080/v.mp4"), both).url
+    with pytest.raises(SourceUrlError, match="::1"):
+        checked(request(url="http://localhost:8080/v.mp4"), policy_for(["127.0.0.0/8"]))
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [("https://user:secret@cdn.test/v.mp4", "credentials"),
+     ("https://cdn.test@evil.test/v.mp4", "credentials"),
+     ("https://@cdn.test/v.mp4", "credentials"),
+     ("https://cdn.test/v\x7f.mp4", "control characters"),
+     ("https://cdn.test:0/v.mp4", "port")],
+)
+def test_urls_the_job_would_refuse_are_refused_first(url: str, message: str) -> None:
+    # The same rules as the job's own (mediaimport_job.urls): an import accepted here
+    # never fails in its pod for the form of its URL.
+    with pytest.raises(ValidationError, match=message):
+        request(url=url)
+
+
 def test_literal_address_parses_the_forms_getaddrinfo_accepts() -> None:
     assert literal_address("127.1") == ipaddress.ip_address("127.0.0.1")
     assert literal_address("[::1]") == ipaddress.ip_address("::1")

@@ -126,6 +126,8 @@ def test_video_import_becomes_ready_and_everything_agrees(env: Env) -> None:
     [
         ({"userId": "u"}, "spec.url: Required value"),
         ({"userId": "u", "url": "ftp://example.com/a.mp4"}, "spec.url"),
+        ({"userId": "u", "url": "https://user:pw@x.example/a.mp4"},
+         "url must not carry credentials"),
         ({"userId": "u", "url": "https://x.example/a.mp4", "sha256": "abc"}, "spec.sha256"),
         ({"url": "https://x.example/a.mp4"}, "spec.userId: Required value"),
         ({"userId": "../etc", "url": "https://x.example/a.mp4"}, "spec.userId"),
