@@ -6,6 +6,7 @@ import sys
 
 import uvicorn
 from mediaimport_operator.cli import settings_from_args
+from mediaimport_operator.kube import allow_kubernetes_nesting
 from pydantic import ValidationError
 
 from . import logs
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
               "the API writes and reads the media_assets rows", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format)
+    allow_kubernetes_nesting()  # the shared watch reads every MediaImport
     uvicorn.run(
         create_app(settings),
         host=settings.host,

@@ -23,6 +23,7 @@ from mediaimport_job.filenames import name_from_url, sanitize
 from mediaimport_job.netguard import AddressPolicy, BlockedAddressError, fixed_addresses
 from mediaimport_job.netguard import parse_network as _parse_network
 from mediaimport_job.urls import UnsupportedUrl, check_source_url
+from mediaimport_operator import metadata as metadata_rules
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MediaType = Literal["video", "image", "audio"]
@@ -68,6 +69,8 @@ def check_url_address(url: str, policy: AddressPolicy) -> None:
 def metadata_problem(metadata: dict[str, Any]) -> str | None:
     if len(metadata) > MAX_METADATA_KEYS:
         return f"metadata has more than {MAX_METADATA_KEYS} keys"
+    if problem := metadata_rules.problem(metadata):
+        return problem
     size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
     if size > MAX_METADATA_BYTES:
         return f"metadata is larger than {MAX_METADATA_BYTES // 1024} KiB as JSON"

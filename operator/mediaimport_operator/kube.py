@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import ssl
+import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -39,6 +40,19 @@ _BEARER = re.compile(r"^\s*bearer\s+", re.IGNORECASE)
 def bearer_token(authorization: object) -> str:
     """The token of an Authorization value, whatever the case of its scheme."""
     return _BEARER.sub("", str(authorization or "")).strip()
+
+
+# The API server stores objects nested up to 10,000 levels (Go's JSON decoder stops
+# there), e.g. in a MediaImport's free-form spec.metadata. Python's JSON decoder and
+# encoder recurse once per level and stop at the recursion limit, 1,000 by default: one
+# such object would break every watch that lists it. A level costs a few hundred bytes of
+# C stack, so 10,000 fit in the 8 MiB of the main thread and of worker threads.
+KUBERNETES_MAX_DEPTH = 10_000
+
+
+def allow_kubernetes_nesting() -> None:
+    """Let this process decode and encode whatever the API server can store."""
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), KUBERNETES_MAX_DEPTH + 2_000))
 
 
 class ApiError(Exception):

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from .cli import settings_from_args
 from .handlers import build_runtime, register
 from .health import HealthServer
+from .kube import allow_kubernetes_nesting
 from .leader import LeaderElector
 from .settings import Settings
 from .supervisor import Supervisor
@@ -140,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mediaimport-operator: invalid settings: {error}", file=sys.stderr)
         return 2
     _configure_logging(settings)
+    allow_kubernetes_nesting()
     try:
         return asyncio.run(run(settings))
     except KeyboardInterrupt:

@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 from mediaimport_job.urls import redact
 
+from .metadata import storable
 from .model import SUCCEEDED, MediaImport, MediaImportStatus, Phase, rfc3339
 
 RowStatus = Literal["uploading", "ready", "failed"]
@@ -71,7 +72,8 @@ def row_for(mi: MediaImport, status: MediaImportStatus | None = None) -> AssetRo
     """The row that matches ``status`` (default: the MediaImport's current status)."""
     status = status if status is not None else mi.status
     spec = mi.spec
-    metadata: dict[str, Any] = dict(spec.metadata)
+    # Made storable: a MediaImport created with kubectl may hold what Postgres refuses.
+    metadata: dict[str, Any] = storable(spec.metadata)
     # Signed URLs carry their secret in the query: the row keeps what the job's logs show.
     metadata["source_url"] = redact(spec.url)
     metadata[IMPORT_KEY] = import_ref(mi)

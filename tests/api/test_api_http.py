@@ -147,6 +147,9 @@ def test_names_are_sanitised_as_the_job_does(quiet_api: ApiServer) -> None:
      ({"url": URL, "metadata": {f"k{i}": i for i in range(65)}}, "metadata"),
      ({"url": URL, "metadata": {"blob": "x" * 17000}}, "metadata"),
      ({"url": URL, "metadata": ["not", "an", "object"]}, "metadata"),
+     ({"url": URL, "metadata": {"note": "a\u0000b"}}, "metadata"),
+     ({"url": URL, "metadata": {"n": 10**30}}, "metadata"),
+     ({"url": URL, "metadata": {"deep": json.loads("[" * 40 + "1" + "]" * 40)}}, "metadata"),
      (["not", "an", "object"], "")],
 )
 def test_each_validation_error_is_a_422_and_creates_nothing(

@@ -8,11 +8,13 @@ import uuid
 import pytest
 from mediaimport_api.replicate import (
     MAX_OUTPUTS,
+    MAX_PROMPT_BYTES,
     PredictionError,
     asset_id,
     import_name,
     output_urls,
     parse_prediction,
+    prediction_from_body,
 )
 
 A, B, C = "https://r.test/a.mp4", "https://r.test/b.png", "http://r.test/c.wav"
@@ -74,8 +76,48 @@ def test_other_statuses_have_no_outputs(status: str) -> None:
     "document",
     [[], "x", {"status": "succeeded"}, {"id": "", "status": "succeeded"},
      {"id": "p", "status": "exploded"}, {"id": "p" * 201, "status": "succeeded"},
-     {"id": "p", "status": "succeeded", "output": [A] * (MAX_OUTPUTS + 1)}],
+     {"id": "p", "status": "succeeded", "output": [A] * (MAX_OUTPUTS + 1)},
+     {"id": "p\x00", "status": "succeeded"}, {"id": "p\nq", "status": "succeeded"}],
 )
 def test_bodies_that_are_not_predictions_are_refused(document: object) -> None:
     with pytest.raises(PredictionError):
         parse_prediction(document)
+
+
+def _nested(depth: int) -> object:
+    value: object = A
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_outputs_nested_a_few_levels_are_found_deeper_ones_refused() -> None:
+    assert output_urls(_nested(8)) == [A]
+    for depth in (9, 900, 50_000):  # 900 levels once overflowed Python's stack: a 500
+        with pytest.raises(PredictionError, match="deeper than 8"):
+            parse_prediction({"id": "p", "status": "succeeded", "output": _nested(depth)})
+
+
+def test_metadata_from_a_prediction_is_text_postgres_can_store_and_bounded() -> None:
+    prediction = parse_prediction({
+        "id": "p1", "status": "succeeded", "output": A, "model": {"not": "text"},
+        "version": "v" * 500, "input": {"prompt": "a\x00b\ud800c" + "é" * 10_000},
+    })
+    prompt = prediction.metadata["prompt"]
+    assert prompt.startswith("a\ufffdb\ufffdc")
+    assert len(prompt.encode()) <= MAX_PROMPT_BYTES
+    assert prediction.metadata["promptTruncated"] is True
+    assert prediction.metadata["model"] == "v" * 200
+    short = parse_prediction({"id": "p2", "status": "succeeded", "output": A,
+                              "input": {"prompt": "a cat"}})
+    assert short.metadata["prompt"] == "a cat" and "promptTruncated" not in short.metadata
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [(b'{"id": "p", "output": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nests too deeply"),
+     (b"\xff\xfe{}", "not JSON"), (b"{broken", "not JSON"), (b"[]", "not a prediction")],
+)
+def test_raw_bodies_that_are_not_predictions_say_why(raw: bytes, message: str) -> None:
+    with pytest.raises(PredictionError, match=message):
+        prediction_from_body(raw)

@@ -205,6 +205,44 @@ def test_bodies_that_are_not_predictions_are_422(quiet_api: ApiServer) -> None:
         _refused(quiet_api, user, deliver(url, body), 422, "validation_failed")
 
 
+def _nested(value: Any, depth: int) -> Any:
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_deeply_nested_deliveries_and_control_characters_in_ids_are_422(
+    quiet_api: ApiServer,
+) -> None:
+    # Each was a 500: Python's recursion limit, and Postgres refusing \u0000.
+    user = quiet_api.new_user()
+    url = webhook_url(quiet_api, user)
+    for payload in (prediction(output=_nested(OUT.format(n="deep", i=0), 900)),
+                    prediction(id="p\u0000q")):
+        _refused(quiet_api, user, deliver(url, payload), 422, "validation_failed")
+    deep = b'{"id": "p", "status": "succeeded", "output": ' + b"[" * 100_000 + b"]" * 100_000
+    answer = deliver(url, deep + b"}")
+    _refused(quiet_api, user, answer, 422, "validation_failed")
+    assert "nests too deeply" in answer.json()["error"]["message"]
+
+
+def test_a_long_prompt_with_control_characters_is_stored_cut_and_clean(
+    quiet_api: ApiServer,
+) -> None:
+    user = quiet_api.new_user()
+    payload = prediction(input={"prompt": "dusk\u0000" + "ä" * 100_000})
+    answer = deliver(webhook_url(quiet_api, user), payload)
+    assert answer.status_code == 200, answer.text
+    [mi] = quiet_api.mediaimports(user)
+    metadata = mi["spec"]["metadata"]
+    assert metadata["prompt"].startswith("dusk\ufffdää")
+    # 8 KiB at most, cut between characters ("ä" takes two bytes)
+    assert 8 * 1024 - 2 < len(metadata["prompt"].encode()) <= 8 * 1024
+    assert metadata["promptTruncated"] is True
+    [row] = quiet_api.rows(user)
+    assert row["file_metadata"]["prompt"] == metadata["prompt"]
+
+
 def test_blocked_output_urls_are_reported_and_not_imported(quiet_api: ApiServer) -> None:
     user = quiet_api.new_user()
     payload = prediction(output=["http://169.254.169.254/latest/meta-data",

@@ -541,3 +541,46 @@ def test_postgres_down_from_the_start_catches_up(env: Env) -> None:
     row = eventually(lambda: (r := env.row(uid)) and r["status"] == "ready" and r, timeout=60,
                      what="the row to catch up")
     assert row["file_size"] == body["status"]["result"]["size"]
+
+
+def test_metadata_python_or_postgres_cannot_take_as_is_holds_up_nothing(env: Env) -> None:
+    """A MediaImport whose free-form metadata nests thousands of levels (the API server
+    takes up to 10,000) or holds \\u0000 (which Postgres refuses in JSONB) is imported like
+    any other and its row keeps what can be kept; the imports next to it are not held up.
+    (Once, the deep one stopped the operator's watch for every import, and the other's row
+    was refused for ever.)"""
+    env.start_operator()
+    env.origin.add(env.media.path("h264.mp4"), "clip.mp4")
+    url = env.url("/files/clip.mp4")
+    deep, nul, plain = new_name("deep"), new_name("nul"), new_name("plain")
+    nested = "[" * 3000 + '"leaf"' + "]" * 3000
+    manifest = env.tmp / "deep.json"
+    manifest.write_text(
+        '{"apiVersion": "mediaimport.dev/v1alpha1", "kind": "MediaImport", '
+        f'"metadata": {{"name": "{deep}", "namespace": "{env.namespace}"}}, '
+        f'"spec": {{"userId": "user-1", "url": "{url}", '
+        f'"metadata": {{"kept": 1, "deep": {nested}}}}}}}')
+    kubectl(env.plane, "create", "-f", str(manifest))
+    env.create(nul, url=url, metadata={"note": "a\u0000b"})
+    env.create(plain, url=url)
+
+    for name in (nul, plain):
+        assert env.wait_phase(name, "Ready", "Failed")["status"]["phase"] == "Ready"
+
+    def phase_and_asset() -> list[str] | None:
+        out = kubectl(env.plane, "get", "mi", deep, "-n", env.namespace, "-o",
+                      "jsonpath={.status.phase} {.status.assetId}").stdout.split()
+        return out if out and out[0] in ("Ready", "Failed") else None
+
+    phase, asset = eventually(phase_and_asset, timeout=90, what=f"{deep} finished")
+    assert phase == "Ready"
+    row = eventually(lambda: env.row(asset), timeout=30, what="the deep one's row")
+    assert row["status"] == "ready"
+    metadata = row["file_metadata"]
+    assert metadata["kept"] == 1
+    depth, value = 1, metadata["deep"]
+    while isinstance(value, list):
+        depth, value = depth + 1, value[0]
+    assert (depth, value) == (32, "(nested deeper than 32 levels)")
+    nul_asset = env.get(nul)["status"]["assetId"]
+    assert env.row(nul_asset)["file_metadata"]["note"] == "a\ufffdb"

@@ -104,8 +104,8 @@ async def receive(
         raise ApiProblem(403, "invalid_context", f"The webhook URL is not valid: {error}."
                          ) from error
     try:
-        prediction = replicate.parse_prediction(json.loads(raw))
-    except (ValueError, replicate.PredictionError) as error:
+        prediction = replicate.prediction_from_body(raw)
+    except replicate.PredictionError as error:
         metrics.WEBHOOKS.labels("invalid_body").inc()
         raise ApiProblem(422, "validation_failed", f"The body is not a prediction: {error}"
                          ) from error
