@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import psycopg
 import pytest
 from conftest import Env, eventually, new_name
 from operator_support import stop_postgres_fast
@@ -23,16 +24,28 @@ def _rows_written(env: Env, result: str) -> float:
 
 def test_a_row_postgres_refuses_still_gets_its_status(env: Env) -> None:
     env.start_operator()
-    clip = env.origin.add(env.media.path("image.png"), "nul.png")
-    name = new_name("nul")
-    # jsonb cannot hold U+0000: Postgres refuses the row (UntranslatableCharacter).
-    created = env.create(name, url=env.url(f"/files/{clip}"), metadata={"note": "a\u0000b"})
+    clip = env.origin.add(env.media.path("image.png"), "refused.png")
+    name = new_name("refused")
+    user = f"refused-{new_name()}"
+    # A rule of the database's own that no row of this user meets (as a DBA's constraint
+    # or trigger might be): Postgres refuses the row, whatever the operator writes.
+    def refuse_the_user() -> bool:
+        try:
+            with psycopg.connect(env.postgres.url, autocommit=True) as conn:
+                conn.execute(f"ALTER TABLE media_assets ADD CONSTRAINT "
+                             f"no_{user.replace('-', '_')} CHECK (user_id <> '{user}') NOT VALID")
+        except psycopg.errors.UndefinedTable:  # the operator's migrations have not run yet
+            return False
+        return True
+
+    eventually(refuse_the_user, timeout=30, what="the media_assets table")
+    created = env.create(name, url=env.url(f"/files/{clip}"), userId=user)
     body = env.wait_phase(name, "Ready", "Failed")
     assert body["status"]["phase"] == "Ready"
-    assert body["status"]["result"]["key"].endswith("/nul.png")
+    assert body["status"]["result"]["key"].endswith("/refused.png")
     recorded = _condition(body, "Recorded")
     assert (recorded["status"], recorded["reason"]) == ("False", "RowRejected")
-    assert "unsupported Unicode escape sequence" in recorded["message"], recorded
+    assert "violates check constraint" in recorded["message"], recorded
     assert env.row(created["metadata"]["uid"]) is None
     assert _rows_written(env, "rejected") >= 1
     env.reasons(name, "Imported")
