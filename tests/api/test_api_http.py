@@ -4,6 +4,8 @@ auth, the error shape, validation, Idempotency-Key, reading and listing assets."
 from __future__ import annotations
 
 import json
+import sys
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -351,6 +353,39 @@ def test_every_stream_rides_on_the_one_shared_watch(quiet_api: ApiServer) -> Non
     finally:
         for answer, _ in streams:
             answer.close()
+
+
+def test_a_mediaimport_nested_thousands_of_levels_does_not_stop_the_shared_watch(
+    quiet_api: ApiServer,
+) -> None:
+    """The API server stores objects nested up to 10,000 levels (e.g. in spec.metadata, by
+    kubectl); Python's decoder stopped at 1,000, and every stream went quiet."""
+    owner, user = quiet_api.new_user(), quiet_api.new_user()
+    nested: Any = 1
+    for _ in range(3000):
+        nested = [nested]
+    deep = {"apiVersion": "mediaimport.dev/v1alpha1", "kind": "MediaImport",
+            "metadata": {"name": f"deep-{uuid.uuid4().hex[:8]}"},
+            "spec": {"userId": owner, "url": URL, "metadata": {"deep": nested}}}
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)  # this test's own client encodes and reads it
+    try:
+        quiet_api.kube.create(quiet_api.mi_path(), deep)
+        name = quiet_api.post_import(user, {"url": URL}).json()["metadata"]["import_job_id"]
+        answer = quiet_api.request("GET", f"/api/v1/imports/{name}/events", user, stream=True)
+        lines = answer.iter_lines(decode_unicode=True)
+        assert '"queued"' in next(line for line in lines if line.startswith("data:"))
+        quiet_api.kube.merge_patch(f"{quiet_api.mi_path(name)}/status",
+                                   {"status": {"phase": "Importing"}})
+        deadline = time.monotonic() + 30  # the stream's keep-alives hand control back
+        for line in lines:
+            if line.startswith("data:"):
+                assert '"started"' in line
+                break
+            assert time.monotonic() < deadline, "the change never reached the stream"
+        answer.close()
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def test_websocket_refusals_are_http_answers(quiet_api: ApiServer) -> None:
