@@ -369,8 +369,9 @@ def test_a_mediaimport_nested_thousands_of_levels_does_not_stop_the_shared_watch
             "spec": {"userId": owner, "url": URL, "metadata": {"deep": nested}}}
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(20_000)  # this test's own client encodes and reads it
+    created = False
     try:
-        quiet_api.kube.create(quiet_api.mi_path(), deep)
+        created = bool(quiet_api.kube.create(quiet_api.mi_path(), deep))
         name = quiet_api.post_import(user, {"url": URL}).json()["metadata"]["import_job_id"]
         answer = quiet_api.request("GET", f"/api/v1/imports/{name}/events", user, stream=True)
         lines = answer.iter_lines(decode_unicode=True)
@@ -385,7 +386,11 @@ def test_a_mediaimport_nested_thousands_of_levels_does_not_stop_the_shared_watch
             assert time.monotonic() < deadline, "the change never reached the stream"
         answer.close()
     finally:
+        # Other tests' clients list MediaImports across namespaces with Python's limit.
+        if created:
+            quiet_api.kube.delete(quiet_api.mi_path(deep["metadata"]["name"]))
         sys.setrecursionlimit(limit)
+    assert quiet_api.mediaimport(deep["metadata"]["name"]) is None
 
 
 def test_websocket_refusals_are_http_answers(quiet_api: ApiServer) -> None:
