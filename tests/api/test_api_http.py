@@ -14,6 +14,7 @@ import pytest
 import requests
 from api_world import ApiServer
 from mediaimport_job.filenames import sanitize
+from support.nesting import nested
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -361,12 +362,9 @@ def test_a_mediaimport_nested_thousands_of_levels_does_not_stop_the_shared_watch
     """The API server stores objects nested up to 10,000 levels (e.g. in spec.metadata, by
     kubectl); Python's decoder stopped at 1,000, and every stream went quiet."""
     owner, user = quiet_api.new_user(), quiet_api.new_user()
-    nested: Any = 1
-    for _ in range(3000):
-        nested = [nested]
     deep = {"apiVersion": "mediaimport.dev/v1alpha1", "kind": "MediaImport",
             "metadata": {"name": f"deep-{uuid.uuid4().hex[:8]}"},
-            "spec": {"userId": owner, "url": URL, "metadata": {"deep": nested}}}
+            "spec": {"userId": owner, "url": URL, "metadata": {"deep": nested(3000, 1)}}}
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(20_000)  # this test's own client encodes and reads it
     created = False

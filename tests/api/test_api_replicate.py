@@ -16,6 +16,7 @@ from mediaimport_api.replicate import (
     parse_prediction,
     prediction_from_body,
 )
+from support.nesting import nested
 
 A, B, C = "https://r.test/a.mp4", "https://r.test/b.png", "http://r.test/c.wav"
 
@@ -84,18 +85,11 @@ def test_bodies_that_are_not_predictions_are_refused(document: object) -> None:
         parse_prediction(document)
 
 
-def _nested(depth: int) -> object:
-    value: object = A
-    for _ in range(depth):
-        value = [value]
-    return value
-
-
 def test_outputs_nested_a_few_levels_are_found_deeper_ones_refused() -> None:
-    assert output_urls(_nested(8)) == [A]
+    assert output_urls(nested(8, A)) == [A]
     for depth in (9, 900, 50_000):  # 900 levels once overflowed Python's stack: a 500
         with pytest.raises(PredictionError, match="deeper than 8"):
-            parse_prediction({"id": "p", "status": "succeeded", "output": _nested(depth)})
+            parse_prediction({"id": "p", "status": "succeeded", "output": nested(depth, A)})
 
 
 def test_metadata_from_a_prediction_is_text_postgres_can_store_and_bounded() -> None:

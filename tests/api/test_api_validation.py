@@ -15,6 +15,7 @@ from mediaimport_api.validation import (
 from mediaimport_job.filenames import sanitize
 from mediaimport_job.netguard import literal_address
 from pydantic import ValidationError
+from support.nesting import nested
 
 OPEN = policy_for([])
 
@@ -133,19 +134,12 @@ def test_display_name_and_guessed_type() -> None:
     assert checked(request(url="https://cdn.test/"), OPEN).display_name == "media"
 
 
-def _nested(depth: int) -> object:
-    value: object = "leaf"
-    for _ in range(depth):
-        value = [value]
-    return value
-
-
 @pytest.mark.parametrize(
     ("metadata", "message"),
     [({"note": "a\x00b"}, "NUL"), ({"a\x00": 1}, "NUL"), ({"x": {"y": ["\x00"]}}, "NUL"),
      ({"s": "\ud800"}, "Unicode"), ({"n": float("nan")}, "finite"),
      ({"n": float("inf")}, "finite"), ({"n": 10**400}, "64 bits"), ({"n": -(2**63) - 1}, "64 bits"),
-     ({"deep": _nested(33)}, "deeper than 32"), ({"deep": _nested(5000)}, "deeper than 32")],
+     ({"deep": nested(33)}, "deeper than 32"), ({"deep": nested(5000)}, "deeper than 32")],
 )
 def test_metadata_postgres_or_kubernetes_cannot_store_is_refused(
     metadata: dict[str, Any], message: str
@@ -157,6 +151,6 @@ def test_metadata_postgres_or_kubernetes_cannot_store_is_refused(
 
 
 def test_metadata_at_the_limits_is_kept() -> None:
-    metadata = {"deep": _nested(31), "big": 2**63 - 1, "small": -(2**63), "f": 1.5,
+    metadata = {"deep": nested(31), "big": 2**63 - 1, "small": -(2**63), "f": 1.5,
                 "text": "ünïcode ✓", "none": None, "yes": True}
     assert request(metadata=metadata).metadata == metadata

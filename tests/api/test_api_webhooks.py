@@ -16,6 +16,7 @@ from api_world import SIGNING_KEY, WEBHOOK_SECRET, ApiServer
 from mediaimport_api.context import WebhookContext, issue
 from mediaimport_api.replicate import asset_id, import_name
 from mediaimport_api.signatures import sign_headers
+from support.nesting import nested
 
 pytestmark = pytest.mark.e2e
 
@@ -205,19 +206,13 @@ def test_bodies_that_are_not_predictions_are_422(quiet_api: ApiServer) -> None:
         _refused(quiet_api, user, deliver(url, body), 422, "validation_failed")
 
 
-def _nested(value: Any, depth: int) -> Any:
-    for _ in range(depth):
-        value = [value]
-    return value
-
-
 def test_deeply_nested_deliveries_and_control_characters_in_ids_are_422(
     quiet_api: ApiServer,
 ) -> None:
     # Each was a 500: Python's recursion limit, and Postgres refusing \u0000.
     user = quiet_api.new_user()
     url = webhook_url(quiet_api, user)
-    for payload in (prediction(output=_nested(OUT.format(n="deep", i=0), 900)),
+    for payload in (prediction(output=nested(900, OUT.format(n="deep", i=0))),
                     prediction(id="p\u0000q")):
         _refused(quiet_api, user, deliver(url, payload), 422, "validation_failed")
     deep = b'{"id": "p", "status": "succeeded", "output": ' + b"[" * 100_000 + b"]" * 100_000

@@ -8,18 +8,12 @@ from typing import Any
 
 import pytest
 from mediaimport_operator.metadata import MAX_DEPTH, TOO_DEEP, problem, storable
-
-
-def _nested(depth: int, leaf: Any = "leaf") -> Any:
-    value = leaf
-    for _ in range(depth):
-        value = [value]
-    return value
+from support.nesting import nested
 
 
 def test_storable_metadata_keeps_what_postgres_takes_as_it_is() -> None:
     metadata = {"prompt": "ünïcode ✓", "n": 2**63 - 1, "f": 1.5, "yes": True, "none": None,
-                "list": [1, {"a": ["b", "c"]}, []], "deep": _nested(MAX_DEPTH - 1)}
+                "list": [1, {"a": ["b", "c"]}, []], "deep": nested(MAX_DEPTH - 1)}
     assert storable(metadata) == metadata
     assert problem(metadata) is None
 
@@ -33,20 +27,20 @@ def test_text_postgres_refuses_becomes_the_replacement_character() -> None:
 @pytest.mark.parametrize("depth", [MAX_DEPTH, 5_000])
 def test_nesting_is_cut_at_the_limit_without_recursion(depth: int) -> None:
     limit = sys.getrecursionlimit()
-    value: Any = storable({"deep": _nested(depth)})["deep"]
+    value: Any = storable({"deep": nested(depth)})["deep"]
     levels = 1
     while isinstance(value, list):
         levels, value = levels + 1, value[0]
     assert (levels, value) == (MAX_DEPTH, TOO_DEEP)
     assert sys.getrecursionlimit() == limit
-    json.dumps(storable({"deep": _nested(depth)}))  # Postgres gets JSON Python can write
+    json.dumps(storable({"deep": nested(depth)}))  # Postgres gets JSON Python can write
 
 
 @pytest.mark.parametrize(
     ("metadata", "message"),
     [({"a": "\x00"}, "NUL"), ({"\x00": 1}, "NUL"), ({"a": "\udfff"}, "Unicode"),
      ({"a": float("inf")}, "finite"), ({"a": 2**64}, "64 bits"),
-     ({"a": _nested(MAX_DEPTH)}, f"deeper than {MAX_DEPTH}"), ({"a": _nested(50_000)}, "deeper"),
+     ({"a": nested(MAX_DEPTH)}, f"deeper than {MAX_DEPTH}"), ({"a": nested(50_000)}, "deeper"),
      ({"a": object()}, "cannot hold")],
 )
 def test_problems_are_named(metadata: dict[str, Any], message: str) -> None:
