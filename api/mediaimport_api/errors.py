@@ -101,7 +101,7 @@ def _first_message(details: list[dict[str, Any]]) -> str:
     return f"{where}: {first['message']}" if where else first["message"]
 
 
-def _validation_message(errors: Sequence[Any]) -> str:
+def _validation_message(errors: Sequence[Any], details: list[dict[str, Any]]) -> str:
     first = errors[0] if errors else {}
     if first.get("type") == "json_invalid":
         # FastAPI reports undecodable JSON as an error at ("body", offset), with the
@@ -111,7 +111,7 @@ def _validation_message(errors: Sequence[Any]) -> str:
         where = f" (at character {offset})" if isinstance(offset, int) else ""
         return f"The body is not valid JSON: {reason}{where}." if reason else (
             "The body is not valid JSON.")
-    return _first_message(validation_details(errors))
+    return _first_message(details)
 
 
 def install(app: FastAPI) -> None:
@@ -122,8 +122,9 @@ def install(app: FastAPI) -> None:
 
     async def invalid(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        details = validation_details(exc.errors())
-        return error_response(422, "validation_failed", _validation_message(exc.errors()),
+        errors = exc.errors()
+        details = validation_details(errors)
+        return error_response(422, "validation_failed", _validation_message(errors, details),
                               details=details)
 
     async def http_error(_: Request, exc: Exception) -> JSONResponse:
