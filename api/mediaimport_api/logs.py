@@ -7,8 +7,10 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message",
-                                                                              "asctime"}
+# Left out of the JSON: the LogRecord's own attributes, and uvicorn's copy of the message
+# with ANSI colour escapes for terminals.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):

@@ -12,12 +12,11 @@ import pwd
 import shutil
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
 
 from .ports import free_port
-from .processes import log_tail, pid_alive, spawn, stop_group
+from .processes import ServerProcess, log_tail, pid_alive, spawn, stop_group
 
 # The one address the server listens on and every client here connects to.
 HOST = "127.0.0.1"
@@ -47,7 +46,7 @@ def _as_server_user(argv: list[str]) -> list[str]:
 
 
 @dataclass
-class PostgresServer:
+class PostgresServer(ServerProcess):
     """One Postgres cluster under ``root`` listening on 127.0.0.1:port (trust auth).
 
     ``restart()`` keeps the data, so tests can stop the database mid-import
@@ -198,22 +197,3 @@ class PostgresServer:
     def restart(self) -> None:
         self.stop()
         self.start()
-
-    def running(self) -> bool:
-        return self.pid is not None and pid_alive(self.pid)
-
-    def to_state(self) -> dict[str, Any]:
-        state = asdict(self)
-        state["root"] = str(self.root)
-        return state
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> Self:
-        return cls(**{**state, "root": Path(state["root"])})
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -8,7 +8,9 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import Field, asdict
 from pathlib import Path
+from typing import Any, ClassVar, Self
 
 
 def spawn(
@@ -97,3 +99,41 @@ def wait_started(
         f"{what} did not become ready within {timeout:.0f} s; "
         f"log {log_path}:\n{log_tail(log_path)}"
     )
+
+
+class ServerProcess:
+    """What the stack's own servers (Postgres, S3) share, mixed into their dataclasses.
+
+    Each runs as one process group under ``root``; ``to_state()``/``from_state()`` carry it
+    between commands as JSON, so ``mediaimport-dev down`` stops what ``up`` started.
+    """
+
+    # Declared so that asdict() knows the subclasses for the dataclasses they are.
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+    root: Path
+    pid: int | None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def running(self) -> bool:
+        return self.pid is not None and pid_alive(self.pid)
+
+    def to_state(self) -> dict[str, Any]:
+        state = asdict(self)
+        state["root"] = str(self.root)
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Self:
+        return cls(**{**state, "root": Path(state["root"])})
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -9,16 +9,16 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
 
 from .binaries import binary
 from .ports import free_port, wait_for_port
-from .processes import log_tail, pid_alive, spawn, stop_group
+from .processes import ServerProcess, log_tail, spawn, stop_group
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -29,7 +29,7 @@ class S3ServerError(RuntimeError):
 
 
 @dataclass
-class S3Server:
+class S3Server(ServerProcess):
     """versitygw serving the directory ``root/data`` on 127.0.0.1.
 
     Use as a context manager, or ``start()``/``stop()``; ``to_state()`` and
@@ -96,9 +96,6 @@ class S3Server:
             stop_group(self.pid)
             self.pid = None
 
-    def running(self) -> bool:
-        return self.pid is not None and pid_alive(self.pid)
-
     def env(self) -> dict[str, str]:
         """The standard AWS variables that point any S3 client at this server."""
         return {
@@ -123,19 +120,3 @@ class S3Server:
         client = self.client()
         with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
             client.create_bucket(Bucket=name)
-
-    def to_state(self) -> dict[str, Any]:
-        state = asdict(self)
-        state["root"] = str(self.root)
-        return state
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> Self:
-        return cls(**{**state, "root": Path(state["root"])})
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
