@@ -127,10 +127,13 @@ def install(app: FastAPI) -> None:
         return error_response(422, "validation_failed", _validation_message(errors, details),
                               details=details)
 
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         status = exc.status_code
         message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
+        allowed = (exc.headers or {}).get("Allow")
+        if status == 405 and allowed:
+            message = f"{request.method} is not allowed here; this path takes {allowed}."
         if status == 400:
             # FastAPI's answer to a body it cannot decode (e.g. not UTF-8): a body problem
             # like any other malformed JSON.

@@ -300,8 +300,10 @@ def test_listing_is_newest_first_filtered_and_paged(quiet_api: ApiServer) -> Non
 
 def test_unknown_routes_and_methods_use_the_error_shape(quiet_api: ApiServer) -> None:
     error_of(quiet_api.request("GET", "/nowhere"), 404, "not_found")
-    error_of(quiet_api.request("PUT", "/api/v1/media", quiet_api.new_user(), json={}),
-             405, "method_not_allowed")
+    refused = quiet_api.request("PUT", "/api/v1/media", quiet_api.new_user(), json={})
+    assert error_of(refused, 405, "method_not_allowed")["message"] == (
+        "PUT is not allowed here; this path takes GET.")
+    assert refused.headers["Allow"] == "GET"
 
 
 def test_health_readiness_metrics_and_openapi(quiet_api: ApiServer) -> None:
