@@ -128,10 +128,15 @@ def literal_address(host: str) -> IPAddress | None:
 
     Besides IPv4 and IPv6 literals (brackets and zone index allowed), the legacy
     IPv4 spellings that ``getaddrinfo`` also turns into addresses count:
-    ``127.1``, ``2130706433``, ``0x7f000001``, ``0177.0.0.1``. The API checks these
+    ``127.1``, ``2130706433``, ``0x7f000001``, ``0177.0.0.1``, and each of these with a
+    trailing dot (``127.0.0.1.``), which browsers read as the address. The API checks these
     before it accepts a URL; the job checks every resolved address anyway.
     """
     text = host.strip().removeprefix("[").removesuffix("]").split("%", 1)[0]
+    if text[:1].isdigit():
+        # "127.0.0.1." is that address written as a fully qualified name: browsers read it
+        # so; getaddrinfo would send it to DNS instead.
+        text = text.removesuffix(".")
     try:
         return ipaddress.ip_address(text)
     except ValueError:
@@ -194,6 +199,8 @@ class AddressPolicy:
         one public and one private address could otherwise be steered to the
         private one by a connection failure.
         """
+        if host.endswith(".") and literal_address(host) is not None:
+            host = host.removesuffix(".")  # an address, not a name to look up
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except UnicodeError as exc:

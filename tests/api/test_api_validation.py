@@ -42,7 +42,9 @@ def test_the_scheme_is_lowered() -> None:
 @pytest.mark.parametrize(
     "host",
     ["127.0.0.1", "[::1]", "10.1.2.3", "169.254.169.254", "[::ffff:127.0.0.1]", "0.0.0.0",
-     "2130706433", "0x7f000001", "127.1", "0177.0.0.1", "[fd00::1]", "100.64.0.1"],
+     "2130706433", "0x7f000001", "127.1", "0177.0.0.1", "[fd00::1]", "100.64.0.1",
+     # A trailing dot: browsers read these as the address; the check must too.
+     "127.0.0.1.", "127.1.", "10.1.2.3."],
 )
 def test_literal_private_addresses_are_refused_by_the_jobs_guard(host: str) -> None:
     with pytest.raises(SourceUrlError, match="refused"):
@@ -98,6 +100,10 @@ def test_literal_address_parses_the_forms_getaddrinfo_accepts() -> None:
     assert literal_address("[::1]") == ipaddress.ip_address("::1")
     assert literal_address("cdn.test") is None
     assert literal_address("1e100.net") is None
+    assert literal_address("127.0.0.1.") == ipaddress.ip_address("127.0.0.1")
+    assert literal_address("0x7f.1.") == ipaddress.ip_address("127.0.0.1")
+    assert literal_address("cdn.test.") is None
+    assert literal_address("1.2.3.4..") is None
 
 
 @pytest.mark.parametrize(

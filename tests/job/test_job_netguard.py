@@ -91,6 +91,8 @@ def test_reasons_name_the_range() -> None:
         "224.0.0.1",
         "240.0.0.1",
         "fc00::1",
+        "127.0.0.1.",
+        "0x7f.1.",
     ],
 )
 def test_hostile_spellings_are_resolved_then_refused(host: str) -> None:
@@ -102,6 +104,8 @@ def test_hostile_spellings_are_resolved_then_refused(host: str) -> None:
 def test_allow_network_lets_exactly_that_network_in() -> None:
     policy = AddressPolicy((ipaddress.ip_network("127.0.0.2/32"),))
     assert policy.resolve("127.0.0.2", 80) == ["127.0.0.2"]
+    # With a trailing dot it is the same address (getaddrinfo alone would look it up as a name).
+    assert policy.resolve("127.0.0.2.", 80) == ["127.0.0.2"]
     policy.check(ipaddress.ip_address("::ffff:127.0.0.2"))  # the mapped form is the same host
     with pytest.raises(BlockedAddressError):
         policy.resolve("127.0.0.1", 80)
