@@ -69,7 +69,7 @@ class WebhookUrlRequest(BaseModel):
         f"{MAX_METADATA_KEYS} keys, 4 KiB as JSON: it travels inside the URL).",
     )
     expires_in: int = Field(
-        default=24 * 3600, ge=60, le=30 * 24 * 3600,
+        default=24 * 3600, ge=60, le=30 * 24 * 3600, strict=True,  # JSON true is not 1 s
         description="Seconds the URL stays valid (default one day, at most 30 days).",
     )
 

@@ -7,6 +7,8 @@ import json
 
 import pytest
 from mediaimport_api.context import ContextError, WebhookContext, issue, read
+from mediaimport_api.schemas import WebhookUrlRequest
+from pydantic import ValidationError
 
 KEY = b"k" * 32
 NOW = 1_800_000_000
@@ -44,3 +46,11 @@ def test_an_altered_user_is_refused() -> None:
 def test_missing_and_malformed_contexts_are_refused(token: str | None) -> None:
     with pytest.raises(ContextError):
         read(KEY, token, now=NOW)
+
+
+@pytest.mark.parametrize("raw", ["true", "3600.0", '"3600"'])
+def test_a_lifetime_that_is_not_a_whole_number_of_seconds_is_refused(raw: str) -> None:
+    # JSON true would otherwise count as 1 second and be refused as "at least 60".
+    with pytest.raises(ValidationError, match="valid integer"):
+        WebhookUrlRequest.model_validate_json(f'{{"expires_in": {raw}}}')
+    assert WebhookUrlRequest.model_validate_json('{"expires_in": 3600}').expires_in == 3600
