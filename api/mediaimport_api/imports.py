@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import uuid
@@ -107,7 +108,7 @@ class Imports:
             if key is None:
                 created = await self._create(body)
                 async with self.db.connection() as conn:  # one upsert: atomic by itself
-                    row = await self._record(conn, created)
+                    row = await self._record(conn, created, source.guessed_type)
             else:
                 # The key's claim, the MediaImport and the row in one transaction: a
                 # concurrent request with the same key waits here for its outcome.
@@ -116,7 +117,7 @@ class Imports:
                     held = await claim_key(conn, user, key, record)
                     if held is None:
                         created = await self._create(body)
-                        row = await self._record(conn, created)
+                        row = await self._record(conn, created, source.guessed_type)
         except BaseException:
             if created is not None:
                 await asyncio.shield(self._delete_quietly(created))
@@ -141,10 +142,18 @@ class Imports:
             return await self.kube.request("POST", mediaimport_path(self.namespace), body=body)
 
     @staticmethod
-    async def _record(conn: Any, created: Json) -> dict[str, Any]:
-        """Write the new import's row; what the 202 answers from, as written."""
+    async def _record(conn: Any, created: Json, guessed_type: str | None) -> dict[str, Any]:
+        """Write the new import's row; what the 202 answers from, as written.
+
+        Without a declared type the row takes the one the 202 names (from the file name),
+        so the asset and the type filter agree with the 202 until the probe says what the
+        file is; the MediaImport still declares nothing, so the job judges the file as is.
+        """
         mi = MediaImport.from_body(created)
-        row = await upsert_returning(conn, row_for(mi), ACCEPTED_COLUMNS)
+        asset = row_for(mi)
+        if asset.file_type is None:
+            asset = dataclasses.replace(asset, file_type=guessed_type)
+        row = await upsert_returning(conn, asset, ACCEPTED_COLUMNS)
         if row is None:
             raise RuntimeError(f"the row of {mi.ref.name} was not written")
         return row

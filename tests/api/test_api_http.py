@@ -128,6 +128,29 @@ def test_an_import_answers_202_in_the_seed_shape_and_is_readable_at_once(
                              "progress": None, "phase": "Pending", "conditions": []}
 
 
+def test_an_undeclared_type_reads_the_same_in_the_202_the_asset_and_the_listing(
+    quiet_api: ApiServer,
+) -> None:
+    """The 202 names the type the file name suggests; the asset must not contradict it
+    (type null) until the import is probed, and the type filter must find it."""
+    user = quiet_api.new_user()
+    answer = quiet_api.post_import(user, {"url": URL})
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    assert body["type"] == "video"
+    asset = quiet_api.request("GET", f"/api/v1/media/{body['id']}", user).json()
+    assert (asset["status"], asset["type"]) == ("uploading", "video")
+    videos = quiet_api.request("GET", "/api/v1/media?type=video", user).json()
+    assert [item["id"] for item in videos["items"]] == [body["id"]]
+    # The MediaImport declares no type: the job still judges the file by what it is.
+    mi = quiet_api.mediaimport(body["metadata"]["import_job_id"])
+    assert mi is not None and "type" not in mi["spec"]
+    # A name without a known extension suggests nothing, in the 202 and after it.
+    other = quiet_api.post_import(user, {"url": "http://cdn.test/download"}).json()
+    assert other["type"] is None
+    assert quiet_api.request("GET", f"/api/v1/media/{other['id']}", user).json()["type"] is None
+
+
 def test_names_are_sanitised_as_the_job_does(quiet_api: ApiServer) -> None:
     user = quiet_api.new_user()
     answer = quiet_api.post_import(user, {"url": URL, "name": "../../etc/\u202epasswd.mp4"})
