@@ -333,6 +333,13 @@ def test_health_readiness_metrics_and_openapi(quiet_api: ApiServer) -> None:
     assert quiet_api.request("GET", "/healthz").json() == {"status": "ok"}
     ready = quiet_api.request("GET", "/readyz").json()
     assert ready == {"status": "ready", "checks": {"kubernetes": "ok", "postgres": "ok"}}
+    # Load balancers and uptime monitors often check with HEAD: the same answer, no body.
+    for path in ("/healthz", "/readyz"):
+        head = quiet_api.request("HEAD", path)
+        assert (head.status_code, head.content) == (200, b""), path
+        assert head.headers["content-type"] == "application/json"
+    # An import of its own, so that its route's series exist whichever tests ran before.
+    assert quiet_api.post_import(quiet_api.new_user(), {"url": URL}).status_code == 202
     metrics = quiet_api.metrics()
     for series in ("mediaimport_api_requests_total", "mediaimport_api_request_duration_seconds",
                    'mediaimport_api_webhooks_total{outcome="created"}',
@@ -344,6 +351,7 @@ def test_health_readiness_metrics_and_openapi(quiet_api: ApiServer) -> None:
             "/api/v1/imports/{name}", "/api/v1/imports/{name}/events",
             "/api/v1/webhooks/replicate", "/api/v1/webhooks/replicate/urls",
             "/healthz", "/readyz"} <= set(document["paths"])
+    assert set(document["paths"]["/healthz"]) == {"get"}  # HEAD is GET's, not an operation
     assert "bearer" in json.dumps(document["components"]["securitySchemes"]).lower()
     assert quiet_api.request("GET", "/docs").status_code == 200
 

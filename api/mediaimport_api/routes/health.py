@@ -17,6 +17,8 @@ router = APIRouter(tags=["health"])
 CHECK_TIMEOUT = 2.0
 
 
+# HEAD as well (load balancers and uptime monitors check with it); uvicorn sends no body.
+@router.head("/healthz", include_in_schema=False)
 @router.get("/healthz", summary="Liveness")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
@@ -44,6 +46,7 @@ async def _postgres(services: ServicesDep) -> str | None:
     return None
 
 
+@router.head("/readyz", include_in_schema=False)
 @router.get("/readyz", summary="Readiness",
             responses={503: {"description": "A dependency is unreachable (which, and why)."}})
 async def readyz(services: ServicesDep) -> Any:
