@@ -102,6 +102,22 @@ class ResultStatus(_Wire):
     media: MediaInfoStatus = Field(default_factory=lambda: MediaInfoStatus.model_validate({}))
 
 
+class ProgressStatus(_Wire):
+    """``status.progress``: the pod's last report (``channel_protocol.ProgressReport``) and
+    the PROGRESS column's text."""
+
+    summary: str
+    phase: str
+    bytes_downloaded: int = Field(default=0, alias="bytesDownloaded")
+    bytes_total: int | None = Field(default=None, alias="bytesTotal")
+    bytes_uploaded: int = Field(default=0, alias="bytesUploaded")
+    percent: float | None = None
+    speed: float | None = None
+    eta: float | None = None
+    attempt: int = 1
+    updated_at: str | None = Field(default=None, alias="updatedAt")
+
+
 class MediaImportStatus(_Wire):
     observed_generation: int | None = Field(default=None, alias="observedGeneration")
     phase: Phase | None = None
@@ -112,6 +128,7 @@ class MediaImportStatus(_Wire):
     start_time: datetime | None = Field(default=None, alias="startTime")
     completion_time: datetime | None = Field(default=None, alias="completionTime")
     conditions: tuple[Condition, ...] = ()
+    progress: ProgressStatus | None = None
     result: ResultStatus | None = None
 
     def condition(self, type_: str) -> Condition | None:

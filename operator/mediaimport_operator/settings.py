@@ -163,6 +163,66 @@ class Settings(BaseSettings):
     )
     run_as_user: int = Field(default=10001, ge=1, description="UID of the import container.")
 
+    # -- the per-import channel (docs/operator.md, "The import pod's channel") -----
+    storage_access: Literal["brokered", "credentials"] = Field(
+        default="brokered",
+        description=(
+            "How import pods write to S3. brokered: the pod holds no S3 credential and asks "
+            "the operator's channel for presigned write URLs under its own prefix (the "
+            "operator signs with the namespace's S3 Secret, or its own identity when "
+            "s3_secret_name is empty). credentials: the pod gets the Secret (or its service "
+            "account's identity) as before; progress and the result still go through the "
+            "channel."
+        ),
+    )
+    channel_keys_dir: str | None = Field(
+        default=None,
+        description=(
+            "Directory of the channel's HMAC keys (the chart mounts its Secret here): one "
+            "file per key, named by its id; credentials are signed with the highest id and "
+            "checked against every key present, so a rotation keeps running imports valid. "
+            "Unset: no channel (storage_access must then be credentials)."
+        ),
+    )
+    channel_host: str = Field(
+        default="0.0.0.0",  # noqa: S104 - import pods connect from other pods
+        description="Address the channel listens on.",
+    )
+    channel_port: int = Field(
+        default=8081, ge=0, le=65535, description="Port of the channel (0: any free port)."
+    )
+    channel_url: str | None = Field(
+        default=None,
+        description=(
+            "Base URL import pods reach the channel at (http://host:port). Unset: from "
+            "channel_service, else http://channel_host:port when channel_host is an address."
+        ),
+    )
+    channel_service: str | None = Field(
+        default=None,
+        description=(
+            "Service (in the operator's namespace) whose cluster IP and port named "
+            "'channel' give channel_url: import pods need no cluster DNS to reach it."
+        ),
+    )
+    channel_credential_margin: int = Field(
+        default=300,
+        ge=0,
+        le=86400,
+        description=(
+            "Seconds a channel credential stays valid past the import's deadline and grace "
+            "period (a Job created late in its import's life still finishes)."
+        ),
+    )
+    s3_region: str | None = Field(
+        default=None,
+        description="Region of the operator's own S3 client (when s3_secret_name is empty).",
+    )
+    s3_endpoint: str | None = Field(
+        default=None,
+        description="Endpoint of the operator's own S3 client, for S3-compatible stores.",
+    )
+
     # -- Postgres ---------------------------------------------------------------
     database_url: str | None = Field(
         default=None, description="Postgres URL of the media_assets table; unset = no recording."
