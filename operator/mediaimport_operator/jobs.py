@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from typing import Any
+
+from mediaimport_job.channel_protocol import (
+    CHANNEL_TOKEN_ENV,
+    CHANNEL_URL_ENV,
+    POD_NAME_ENV,
+    POD_UID_ENV,
+    STORAGE_ENV,
+)
 
 from .model import API_VERSION, KIND, MediaImport
 from .settings import Settings
@@ -23,6 +32,14 @@ PERMANENT_EXIT_CODE = 2
 # A pod's name gets 6 more characters ("-abcde"); labels hold at most 63.
 MAX_JOB_NAME = 63
 _HASH_LENGTH = 10
+
+
+@dataclass(frozen=True)
+class ChannelGrant:
+    """Where an import's pod reaches its channel, and its credential for that import only."""
+
+    url: str
+    token: str = field(repr=False)
 
 
 def job_name(mi: MediaImport) -> str:
@@ -143,12 +160,39 @@ def _scheduling(settings: Settings) -> dict[str, Any]:
     return {key: value for key, value in fields.items() if value}
 
 
-def build_job(mi: MediaImport, settings: Settings) -> dict[str, Any]:
-    """The Job that imports ``mi``: least privilege, bounded in time, memory and disk."""
+def _channel_env(settings: Settings, channel: ChannelGrant | None) -> list[dict[str, Any]]:
+    """The channel's URL and credential, and what the pod says about itself with its
+    result (its name; its uid is MEDIAIMPORT_ATTEMPT). The credential is readable by whoever
+    may read the Job, and is worth no more than this one import until its deadline."""
+    if channel is None:
+        return []
+    return [
+        {"name": CHANNEL_URL_ENV, "value": channel.url},
+        {"name": CHANNEL_TOKEN_ENV, "value": channel.token},
+        {"name": STORAGE_ENV, "value": settings.storage_access},
+        {"name": POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
+
+
+def pod_holds_s3_credentials(settings: Settings) -> bool:
+    """Whether import pods get the namespace's S3 Secret (credentials mode with a Secret)."""
+    return settings.storage_access == "credentials" and bool(settings.s3_secret_name)
+
+
+def build_job(
+    mi: MediaImport, settings: Settings, channel: ChannelGrant | None = None
+) -> dict[str, Any]:
+    """The Job that imports ``mi``: least privilege, bounded in time, memory and disk.
+
+    Brokered (the default), the pod holds no S3 credential: it writes through presigned
+    URLs its channel hands out for its own prefix. With ``storage_access: credentials`` it
+    gets the namespace's S3 Secret, or, without one, its service account's identity.
+    """
     job_labels = labels(mi)
-    # No Secret: the credentials come from the service account (IRSA, Workload Identity).
     env_from = (
-        [{"secretRef": {"name": settings.s3_secret_name}}] if settings.s3_secret_name else []
+        [{"secretRef": {"name": settings.s3_secret_name}}]
+        if pod_holds_s3_credentials(settings)
+        else []
     )
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -173,8 +217,9 @@ def build_job(mi: MediaImport, settings: Settings) -> dict[str, Any]:
                 "env": [
                     {"name": "TMPDIR", "value": "/tmp"},  # noqa: S108 - the emptyDir
                     # Each attempt stamps what it stores, and its cleanup deletes only that.
-                    {"name": "MEDIAIMPORT_ATTEMPT",
+                    {"name": POD_UID_ENV,
                      "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
+                    *_channel_env(settings, channel),
                     *({"name": k, "value": v} for k, v in sorted(settings.job_extra_env.items())),
                 ],
                 "resources": resources(settings),

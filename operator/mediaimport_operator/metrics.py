@@ -55,6 +55,12 @@ RETRY_QUEUE = Gauge(
     ["work"],
     registry=REGISTRY,
 )
+INVALID_RESULTS = Counter(
+    "mediaimport_invalid_results",
+    "Results of import pods that failed the checks (another bucket, a key outside the "
+    "import's prefix, missing objects or sizes, a pod not owned by its Job).",
+    registry=REGISTRY,
+)
 LOOP_ERRORS = Counter(
     "mediaimport_background_errors",
     "Failed rounds and ended tasks of the operator's background loops, by loop.",

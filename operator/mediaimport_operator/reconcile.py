@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
+
+from mediaimport_job.result import ReadyResult
 
 from . import metrics
 from .db import Database, DatabaseError, RowRejected, UpsertOutcome
@@ -23,6 +25,7 @@ from .jobs import (
     CONTROLLER_UID_LABEL,
     LABEL_IMPORT_NAME,
     LABEL_IMPORT_UID,
+    ChannelGrant,
     build_job,
     job_name,
 )
@@ -43,11 +46,16 @@ from .status import (
     Decision,
     Event,
     JobView,
+    PodOutcome,
+    Verdict,
+    accepted_from_status,
+    claimed_ready,
     derive,
     fail_without_job,
     latest_outcomes,
     needs_recording,
     pod_problem,
+    result_status,
     succeeded_with_result,
     with_recorded,
 )
@@ -55,7 +63,14 @@ from .status import (
 log = logging.getLogger(__name__)
 
 PostEvent = Callable[[Json, Event], None]
+# Why a result the import's pod claims is not believed (None: every check passed).
+JudgeResult = Callable[[MediaImport, ReadyResult], Awaitable[str | None]]
+# The channel's URL and a credential for one import (None: the operator serves no channel).
+GrantChannel = Callable[[MediaImport], ChannelGrant]
+# Remove what a failed import's pods stored under its prefix (brokered pods cannot delete).
+DiscardObjects = Callable[[MediaImport], Awaitable[int]]
 _MAX_CONFLICT_RETRIES = 8
+_READ_AGAIN = object()
 
 
 class RetryLater(Exception):  # noqa: N818 - a signal to the caller, not a bug
@@ -78,6 +93,9 @@ class Reconciler:
     post_event: PostEvent
     retries: RetryQueue = field(default_factory=lambda: RetryQueue(base=2.0, cap=120.0))
     clock: Callable[[], datetime] = utcnow
+    judge: JudgeResult | None = None
+    grant: GrantChannel | None = None
+    discard: DiscardObjects | None = None
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _job_digests: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     # The latest bodies of live (not yet finished) MediaImports seen through kopf's watch,
@@ -357,7 +375,7 @@ class Reconciler:
         metrics.IN_FLIGHT.set(len(self._in_flight))
 
     async def _ensure_job(self, mi: MediaImport) -> Json:
-        manifest = build_job(mi, self.settings)
+        manifest = build_job(mi, self.settings, self.grant(mi) if self.grant else None)
         job, created = await self.kube.create(
             job_path(mi.ref.namespace), manifest, lane=Lane.CREATE
         )
@@ -369,6 +387,44 @@ class Reconciler:
                                            "namespace": mi.ref.namespace,
                                            "job": manifest["metadata"]["name"]})
         return job
+
+    async def _verdict(
+        self, mi: MediaImport, view: JobView | None, outcomes: list[PodOutcome], *, stale: bool
+    ) -> Verdict | object | None:
+        """What decides a finished import's result: the one the channel checked and put
+        into the status, else the pod's own copy, checked now. ``_READ_AGAIN`` when the
+        body at hand may predate the channel's write (it came from the watch)."""
+        if view is None:
+            return None
+        accepted = accepted_from_status(mi)
+        if accepted is not None:
+            return accepted
+        claim = claimed_ready(view, outcomes)
+        if claim is None:
+            return None
+        if stale:
+            return _READ_AGAIN
+        return await self._judge(mi, view, claim)
+
+    async def _judge(self, mi: MediaImport, view: JobView, claim: PodOutcome) -> Verdict:
+        """Check the Ready result in a pod's termination message (the channel's copy was
+        not delivered): only the Job's own pod counts, and only a result whose objects
+        pass the checks."""
+        assert isinstance(claim.result, ReadyResult)
+        if claim.owner_uid != view.uid:
+            refusal = (f"pod {claim.name} carries the Job's labels but is not owned by "
+                       f"Job {view.name}")
+        elif self.judge is None:
+            refusal = None
+        else:
+            refusal = await self.judge(mi, claim.result)
+        if refusal is not None:
+            metrics.INVALID_RESULTS.inc()
+            log.warning("result refused", extra={"mediaimport": mi.ref.name,
+                                                 "namespace": mi.ref.namespace,
+                                                 "pod": claim.name, "reason": refusal})
+            return Verdict(refusal=refusal)
+        return Verdict(accepted=result_status(claim.result), media_type=claim.result.type)
 
     async def _fail_conflict(self, mi: MediaImport) -> None:
         message = (
@@ -395,6 +451,7 @@ class Reconciler:
         db_error: DatabaseError | None = None,
         check_pods: bool = False,
     ) -> None:
+        cached_body = body is not None
         for _ in range(_MAX_CONFLICT_RETRIES):
             if body is None:
                 body = await self.kube.get(mediaimport_path(namespace, name))
@@ -422,7 +479,13 @@ class Reconciler:
                 if not view.finished:
                     waiting = next((problem for pod in pods if (
                         problem := pod_problem(pod, self.settings.s3_secret_name))), None)
-            decision = derive(mi, view, outcomes, now=self.clock(), waiting=waiting)
+            verdict = await self._verdict(mi, view, outcomes, stale=cached_body)
+            if verdict is _READ_AGAIN:
+                body = job = None
+                cached_body = False
+                continue
+            decision = derive(mi, view, outcomes, now=self.clock(), waiting=waiting,
+                              verdict=cast("Verdict | None", verdict))
             status = await self._record(mi, decision.status, written, db_error)
             decision = Decision(status, decision.events)
             try:
@@ -510,6 +573,26 @@ class Reconciler:
         if new_phase is not None and new_phase.terminal and new_phase != old_phase:
             self._done(mi.ref.uid)
             self._observe_terminal(decision.status)
+            if new_phase == Phase.FAILED and decision.status.job_name:
+                await self._discard(mi)
+
+    async def _discard(self, mi: MediaImport) -> None:
+        """Delete what the failed import's pods stored (in brokered mode they cannot):
+        nothing half-written stays under the prefix. Only an import that ran a Job, i.e.
+        held its asset id's claim, owns the prefix."""
+        if self.discard is None:
+            return
+        try:
+            deleted = await self.discard(mi)
+        except Exception as error:  # a bucket lifecycle rule is the backstop
+            log.warning("could not delete the objects of a failed import",
+                        extra={"mediaimport": mi.ref.name, "namespace": mi.ref.namespace,
+                               "error": f"{type(error).__name__}: {error}"})
+            return
+        if deleted:
+            log.info("deleted the objects of a failed import",
+                     extra={"mediaimport": mi.ref.name, "namespace": mi.ref.namespace,
+                            "objects": deleted})
 
     def _observe_terminal(self, status: MediaImportStatus) -> None:
         outcome = metrics.OUTCOME_READY if status.phase == Phase.READY else metrics.OUTCOME_FAILED

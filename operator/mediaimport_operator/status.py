@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from mediaimport_job.result import FailedResult, FailureReason, ReadyResult, parse
@@ -24,7 +24,9 @@ from .model import (
     MediaImport,
     MediaImportStatus,
     MediaInfoStatus,
+    MediaType,
     Phase,
+    ProgressStatus,
     ResultStatus,
 )
 
@@ -39,6 +41,7 @@ REASON_POD_FAILURE_POLICY = "PodFailurePolicy"
 REASON_RESULT_UNAVAILABLE = "ResultUnavailable"
 REASON_JOB_FAILED = "JobFailed"
 REASON_ASSET_ID_CONFLICT = "AssetIdConflict"
+REASON_INVALID_RESULT = "InvalidResult"
 # Succeeded=Unknown reasons while the Job's pod cannot start (it would wait for its deadline).
 REASON_S3_SECRET_MISSING = "S3SecretMissing"  # noqa: S105 - a reason, not a secret
 REASON_POD_CONFIG_ERROR = "PodConfigError"
@@ -134,6 +137,9 @@ class PodOutcome:
     finished_at: datetime | None
     result: ReadyResult | FailedResult | None
     raw_message: str = ""
+    # The uid of the pod's controller (its Job). Labels say nothing: anyone who may create
+    # pods can copy them.
+    owner_uid: str | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -162,8 +168,11 @@ class PodOutcome:
         if phase not in ("Succeeded", "Failed") and terminated is None:
             return None
         message = (terminated or {}).get("message") or ""
+        meta = body.get("metadata", {})
         return cls(
-            name=body.get("metadata", {}).get("name", ""),
+            name=meta.get("name", ""),
+            owner_uid=next((ref.get("uid") for ref in meta.get("ownerReferences") or []
+                            if ref.get("controller")), None),
             phase=phase,
             exit_code=(terminated or {}).get("exitCode"),
             finished_at=_time((terminated or {}).get("finishedAt")),
@@ -191,6 +200,55 @@ def latest_outcomes(pods: Iterable[dict[str, Any]]) -> list[PodOutcome]:
     outcomes = [o for o in (PodOutcome.from_body(p) for p in pods) if o is not None]
     epoch = datetime.min.replace(tzinfo=UTC)
     return sorted(outcomes, key=lambda o: (o.finished_at or epoch, o.name), reverse=True)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the operator concluded about the result an import's pod claims.
+
+    ``accepted`` passed every check (the pod is the Job's, the bucket is the configured
+    one, every key lies under the import's prefix, the objects exist with the sizes
+    claimed); ``refusal`` says why a claim was not believed. Neither: nothing to judge.
+    """
+
+    accepted: ResultStatus | None = None
+    refusal: str | None = None
+    media_type: MediaType | None = None
+
+
+def accepted_from_status(mi: MediaImport) -> Verdict | None:
+    """The result the channel already checked and put into the status, if any."""
+    result = mi.status.result
+    if result is None:
+        return None
+    family = result.content_type.split("/", 1)[0]
+    media_type = mi.status.type or mi.spec.type
+    if media_type is None and family in ("video", "image", "audio"):
+        media_type = cast("MediaType", family)
+    return Verdict(accepted=result, media_type=media_type)
+
+
+def result_status(ready: ReadyResult) -> ResultStatus:
+    """A result document's wire form in the status (what the checks then compare)."""
+    return ResultStatus(
+        bucket=ready.bucket,
+        key=ready.key,
+        thumbnailKey=ready.thumbnailKey,
+        name=ready.name,
+        size=ready.size,
+        sha256=ready.sha256,
+        contentType=ready.contentType,
+        media=MediaInfoStatus.model_validate(ready.media.model_dump()),
+    )
+
+
+def claimed_ready(job: JobView | None, outcomes: Sequence[PodOutcome]) -> PodOutcome | None:
+    """The pod whose Ready result decides the import: one that exited 0 with a Ready
+    document, or, once the Job is Complete, the latest with a Ready document."""
+    succeeded = next((o for o in outcomes if o.succeeded), None)
+    if succeeded is not None or job is None or not job.complete:
+        return succeeded
+    return next((o for o in outcomes if isinstance(o.result, ReadyResult)), None)
 
 
 @dataclass(frozen=True)
@@ -289,9 +347,11 @@ def derive(
     *,
     now: datetime,
     waiting: PodProblem | None = None,
+    verdict: Verdict | None = None,
 ) -> Decision:
-    """The status ``mi`` should have given its Job, the Job's finished pods and what keeps
-    its current pod from starting (``waiting``)."""
+    """The status ``mi`` should have given its Job, the Job's finished pods, what keeps
+    its current pod from starting (``waiting``) and what the checks made of the result
+    its pod claims (``verdict``: only an accepted result makes an import Ready)."""
     old = mi.status
     if old.phase is not None and old.phase.terminal:
         return Decision(old)
@@ -313,7 +373,7 @@ def derive(
         }
     )
     if job.complete or any(o.succeeded for o in outcomes):
-        return _complete(base, mi, job, outcomes, now)
+        return _complete(base, mi, job, outcomes, now, verdict=verdict)
     if job.failed_reason is not None:
         return _failed(base, mi, job, outcomes, now)
     return _running(base, mi, job, outcomes, now, waiting=waiting)
@@ -391,13 +451,17 @@ def _complete(
     job: JobView,
     outcomes: Sequence[PodOutcome],
     now: datetime,
+    *,
+    verdict: Verdict | None,
 ) -> Decision:
     succeeded = next((o for o in outcomes if o.succeeded), None)
-    ready = next(
-        (o.result for o in outcomes if isinstance(o.result, ReadyResult)),
-        None,
-    )
-    if ready is None:
+    if verdict is not None and verdict.refusal is not None:
+        return _finish_failed(
+            base, mi, now=now, reason=REASON_INVALID_RESULT,
+            message=f"The import pod's result was refused: {verdict.refusal}",
+        )
+    result = verdict.accepted if verdict is not None else None
+    if result is None:
         return _finish_failed(
             base,
             mi,
@@ -408,24 +472,21 @@ def _complete(
                 "in its termination message"
             ),
         )
-    result = ResultStatus(
-        bucket=ready.bucket,
-        key=ready.key,
-        thumbnailKey=ready.thumbnailKey,
-        name=ready.name,
-        size=ready.size,
-        sha256=ready.sha256,
-        contentType=ready.contentType,
-        media=MediaInfoStatus.model_validate(ready.media.model_dump()),
-    )
+    media_type = (verdict.media_type if verdict else None) or mi.spec.type or "video"
+    name = result.name or result.key.rsplit("/", 1)[-1]
     message = (
-        f"Imported {ready.type} {ready.name} ({human_size(ready.size)}) "
-        f"to s3://{ready.bucket}/{ready.key}"
+        f"Imported {media_type} {name} ({human_size(result.size)}) "
+        f"to s3://{result.bucket}/{result.key}"
     )
     finished = job.finished_at or (succeeded.finished_at if succeeded else None) or now
     status = _with_succeeded(
         base.model_copy(
-            update={"result": result, "type": ready.type, "completion_time": finished}
+            update={
+                "result": result,
+                "type": media_type,
+                "completion_time": finished,
+                "progress": final_progress(base.progress),
+            }
         ),
         mi,
         phase=Phase.READY,
@@ -435,6 +496,17 @@ def _complete(
         now=now,
     )
     return Decision(status, [Event("Normal", REASON_IMPORTED, _sentence(message))])
+
+
+def final_progress(last: ProgressStatus | None) -> ProgressStatus:
+    """A Ready import's progress: the last report, completed (100 %, finishing)."""
+    if last is None:
+        return ProgressStatus(summary="100%", phase="finishing", percent=100.0)
+    total = last.bytes_total if last.bytes_total is not None else last.bytes_downloaded
+    return last.model_copy(
+        update={"summary": "100%", "phase": "finishing", "percent": 100.0, "eta": 0.0,
+                "bytes_downloaded": total, "bytes_total": total}
+    )
 
 
 def _failed(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -194,6 +195,17 @@ class Env:
     tmp: Path
     job_image: str
     operators: list[OperatorProcess] = field(default_factory=list)
+    channel_port: int = 0
+
+    def __post_init__(self) -> None:
+        # The channel's HMAC key, as the chart's Secret mounts it: one file per key id.
+        keys = self.tmp / "channel-keys"
+        keys.mkdir(exist_ok=True)
+        (keys / "1").write_bytes(os.urandom(48))
+        # Every operator of a test listens on one port (SO_REUSEPORT), where the import
+        # pods reach it: the kernel spreads their connections over the replicas as a
+        # Service would, and one replica's end leaves the channel to the others.
+        self.channel_port = free_port(self.origin.host)
 
     # -- operator ------------------------------------------------------------------
     def operator_env(self, **overrides: str) -> dict[str, str]:
@@ -223,6 +235,9 @@ class Env:
             "MEDIAIMPORT_ORPHAN_SWEEP_INTERVAL": "5",
             "MEDIAIMPORT_TTL_SECONDS_AFTER_FINISHED": "600",
             "MEDIAIMPORT_LOG_LEVEL": "DEBUG",
+            "MEDIAIMPORT_CHANNEL_KEYS_DIR": str(self.tmp / "channel-keys"),
+            "MEDIAIMPORT_CHANNEL_HOST": self.origin.host,
+            "MEDIAIMPORT_CHANNEL_PORT": str(self.channel_port),
             "PYTHONUNBUFFERED": "1",
         })
         env.update(overrides)
@@ -346,6 +361,13 @@ def env(
     yield world
     for op in world.operators:
         op.stop()
+
+
+def free_port(host: str) -> int:
+    """A port nothing listens on at ``host`` now."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 def new_name(prefix: str = "mi") -> str:

@@ -13,6 +13,13 @@ from mediaimport_job.result import (
     ReadyResult,
     render,
 )
+from mediaimport_operator.status import (
+    JobView,
+    Verdict,
+    claimed_ready,
+    latest_outcomes,
+    result_status,
+)
 
 UID = "6f1c2a52-3b7e-4f0e-9d1a-2b8f5c7e9a01"
 ASSET = "0b6f2a9e-8a4c-4f7e-9c1d-3e5f7a9b1c2d"
@@ -145,3 +152,13 @@ def pod_body(
 
 def as_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+def checked(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Verdict | None:
+    """The verdict on the Ready result the pods claim, as if it had passed every check
+    (the checks themselves are the reconciler's and the channel's, tested on their own)."""
+    view = JobView.from_body(job) if job is not None else None
+    claim = claimed_ready(view, latest_outcomes(pods))
+    if claim is None or not isinstance(claim.result, ReadyResult):
+        return None
+    return Verdict(accepted=result_status(claim.result), media_type=claim.result.type)

@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from mediaimport_operator.jobs import build_job, job_args, job_name
+from mediaimport_operator.jobs import ChannelGrant, build_job, job_args, job_name
 from mediaimport_operator.model import MediaImport
 from mediaimport_operator.settings import Settings
 from operator_factories import ASSET, UID, mi_body
@@ -41,7 +41,8 @@ def test_job_name_never_ends_in_a_separator() -> None:
 
 def test_job_manifest_shape(settings: Settings) -> None:
     mi = MediaImport.from_body(mi_body(spec={"type": "image", "assetId": ASSET}))
-    job = build_job(mi, settings)
+    grant = ChannelGrant("http://10.96.0.9:8081/v1/imports/media/sunset", "v1.1.9.mac")
+    job = build_job(mi, settings, grant)
     meta, spec = job["metadata"], job["spec"]
     assert meta["ownerReferences"] == [
         {
@@ -84,7 +85,16 @@ def test_job_manifest_shape(settings: Settings) -> None:
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert container["image"] == "registry.local/mediaimport-job:1"
     assert container["command"] == ["mediaimport-job"]
-    assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    # Brokered (the default): no S3 credential in the pod, only its import's channel.
+    assert "envFrom" not in container
+    env = {item["name"]: item.get("value", item.get("valueFrom")) for item in container["env"]}
+    assert not [name for name in env if name.startswith("AWS_")]
+    assert env["MEDIAIMPORT_CHANNEL_URL"] == "http://10.96.0.9:8081/v1/imports/media/sunset"
+    assert env["MEDIAIMPORT_CHANNEL_TOKEN"] == "v1.1.9.mac"
+    assert env["MEDIAIMPORT_STORAGE"] == "brokered"
+    assert env["MEDIAIMPORT_POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["MEDIAIMPORT_ATTEMPT"] == {"fieldRef": {"fieldPath": "metadata.uid"}}
+    assert "v1.1.9.mac" not in json.dumps(container["args"])
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert container["resources"]["limits"]["memory"] == "1Gi"
     assert container["resources"]["requests"]["cpu"] == "250m"
@@ -275,3 +285,16 @@ def test_empty_s3_secret_name_means_no_secret(monkeypatch: pytest.MonkeyPatch) -
     job = build_job(MediaImport.from_body(mi_body()), Settings())
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert "envFrom" not in container
+
+
+def test_credentials_mode_gives_the_pod_the_secret_and_still_the_channel(
+    settings: Settings,
+) -> None:
+    tuned = settings.model_copy(update={"storage_access": "credentials"})
+    grant = ChannelGrant("http://10.96.0.9:8081/v1/imports/media/sunset", "v1.1.9.mac")
+    (container,) = build_job(MediaImport.from_body(mi_body()), tuned, grant)["spec"][
+        "template"]["spec"]["containers"]
+    assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["MEDIAIMPORT_STORAGE"] == "credentials"
+    assert env["MEDIAIMPORT_CHANNEL_URL"].endswith("/v1/imports/media/sunset")

@@ -19,7 +19,7 @@ from mediaimport_operator.db import (
 from mediaimport_operator.model import MediaImport
 from mediaimport_operator.records import row_for
 from mediaimport_operator.status import JobView, derive, latest_outcomes
-from operator_factories import job_body, mi_body, pod_body, ready_result
+from operator_factories import checked, job_body, mi_body, pod_body, ready_result
 from operator_support import stop_postgres_fast
 
 NOW = datetime(2026, 11, 24, 10, 0, 5, tzinfo=UTC)
@@ -48,7 +48,8 @@ def _ready(mi: MediaImport) -> MediaImport:
     mi = mi.model_copy(update={"status": importing})
     pods = [pod_body("p", phase="Succeeded", exit_code=0, message=ready_result())]
     job = job_body(succeeded=1, condition=("Complete", "", ""), owner_uid=mi.ref.uid)
-    ready = derive(mi, JobView.from_body(job), latest_outcomes(pods), now=NOW).status
+    ready = derive(mi, JobView.from_body(job), latest_outcomes(pods), now=NOW,
+                   verdict=checked(job, pods)).status
     return mi.model_copy(update={"status": ready})
 
 

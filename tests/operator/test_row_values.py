@@ -10,6 +10,7 @@ from mediaimport_operator.status import JobView, derive, latest_outcomes
 from operator_factories import (
     ASSET,
     UID,
+    checked,
     failed_result,
     job_body,
     mi_body,
@@ -49,11 +50,13 @@ def test_uploading_row_on_creation() -> None:
 def test_ready_row_uses_the_seed_key_names() -> None:
     importing = derive(_mi(), JobView.from_body(job_body(active=1)), [], now=NOW).status
     pods = [pod_body("p", phase="Succeeded", exit_code=0, message=ready_result())]
+    done = job_body(succeeded=1, condition=("Complete", "", ""))
     ready = derive(
         _mi(importing.wire()),
-        JobView.from_body(job_body(succeeded=1, condition=("Complete", "", ""))),
+        JobView.from_body(done),
         latest_outcomes(pods),
         now=NOW,
+        verdict=checked(done, pods),
     ).status
     row = row_for(_mi(ready.wire()))
     assert row.status == "ready"

@@ -17,6 +17,7 @@ from mediaimport_operator.status import (
 )
 from operator_factories import (
     UID,
+    checked,
     failed_result,
     job_body,
     mi_body,
@@ -31,7 +32,8 @@ def _derive(mi_status: dict | None, job: dict | None, pods: list[dict] | None = 
             now: datetime = NOW, spec: dict | None = None):
     mi = MediaImport.from_body(mi_body(status=mi_status, spec=spec))
     view = JobView.from_body(job) if job is not None else None
-    return derive(mi, view, latest_outcomes(pods or []), now=now)
+    return derive(mi, view, latest_outcomes(pods or []), now=now,
+                  verdict=checked(job, pods or []))
 
 
 def _succeeded(status):

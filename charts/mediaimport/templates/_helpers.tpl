@@ -97,6 +97,17 @@ imagePullSecrets:
 {{- end }}
 
 {{/* The leader Lease's name: the RBAC's resourceNames and the operator's setting. */}}
+{{/*
+The channel's Service and its keys' Secret (the chart's, or the user's own).
+*/}}
+{{- define "mediaimport.channelName" -}}
+{{- include "mediaimport.componentName" (dict "context" . "component" "operator") }}-channel
+{{- end }}
+
+{{- define "mediaimport.channelKeysSecret" -}}
+{{- .Values.operator.channel.existingSecret | default (include "mediaimport.channelName" .) }}
+{{- end }}
+
 {{- define "mediaimport.leaseName" -}}
 {{- include "mediaimport.componentName" (dict "context" . "component" "operator") }}
 {{- end }}
