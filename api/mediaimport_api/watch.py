@@ -5,8 +5,9 @@ the single watch (list for a resourceVersion, then watch from it, resumed from t
 last version seen, bookmarks on) hands every event to the subscribers of that
 name. A subscriber keeps only the latest update, so a slow client costs no memory
 and sees the newest state. After the watch had to start over (410 Gone, or the
-API server restarted) every subscribed import is read again, so nobody misses a
-change that happened in between.
+API server restarted) every subscribed import is read again, and the watch resumes
+only when all of them were (a failed re-read starts the round over), so nobody misses
+a change that happened in between.
 """
 
 from __future__ import annotations
@@ -111,8 +112,11 @@ class ImportWatch:
             try:
                 if version is None:
                     listing = await self.kube.request("GET", path, params={"limit": "1"})
-                    version = str(listing["metadata"]["resourceVersion"])
+                    # Resumed from this version only once every subscribed import has been
+                    # read again: if a re-read fails, the next round lists and re-reads all
+                    # of them, so no stream misses an end that happened in the gap.
                     await self._resync()
+                    version = str(listing["metadata"]["resourceVersion"])
                 self.connected.set()
                 async for event in self.kube.watch(
                     path, resource_version=version, timeout_seconds=self.timeout_seconds

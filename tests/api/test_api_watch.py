@@ -148,3 +148,41 @@ def test_api_errors_other_than_410_are_retried_from_the_same_version() -> None:
     update = run(kube, scenario)
     assert update.body["metadata"]["resourceVersion"] == "3"
     assert kube.watched_from == ["list-1", "list-1"]
+
+
+class FlakyGets(ScriptedKube):
+    """The first re-read of ``flaky`` fails (the API server answering 500 for a moment)."""
+
+    def __init__(self, *args: Any, flaky: str) -> None:
+        super().__init__(*args)
+        self.flaky = flaky
+
+    async def get(self, path: str) -> dict[str, Any] | None:
+        name = path.rsplit("/", 1)[1]
+        if name == self.flaky and self.gets.count(name) == 0:
+            self.gets.append(name)
+            raise ApiError("GET", path, 500, {"message": "etcdserver: request timed out"})
+        return await super().get(path)
+
+
+def test_after_410_a_failed_re_read_is_retried_before_the_watch_resumes() -> None:
+    """Issue 24 item 6: the new resourceVersion was taken before the re-reads; when one
+    failed, the watch resumed from it and the imports not yet re-read never were, so a
+    stream whose import finished (or was deleted) in the gap pinged for ever."""
+    gone = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}
+    kube = FlakyGets([[gone], []],
+                     {"a": body("a", "30", "Ready"), "b": body("b", "31", "Failed")},
+                     flaky="a")
+
+    async def scenario(hub: ImportWatch, go: Any) -> tuple[Any, Any, Any]:
+        a, b, deleted = hub.subscribe("a"), hub.subscribe("b"), hub.subscribe("deleted")
+        go()
+        return await a.next(10), await b.next(10), await deleted.next(10)
+
+    a, b, deleted = run(kube, scenario)
+    assert a is not None and a.body["status"]["phase"] == "Ready"
+    assert b is not None and b.body["status"]["phase"] == "Failed"
+    assert deleted is not None and deleted.type == DELETED
+    # Listed again after the failed round, and the new watch starts from that listing.
+    assert kube.lists == 3
+    assert kube.watched_from == ["list-1", "list-3"]
