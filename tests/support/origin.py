@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -280,6 +281,30 @@ class _Handler(BaseHTTPRequestHandler):
                 break
             self.wfile.write(b"\0")
             self.wfile.flush()
+        self.close_connection = True
+
+    def route_paced(self, name: str, query: dict[str, str], _count: int) -> None:
+        """A file sent at ``rate`` bytes/s (default 2 MB/s): an import that takes a while,
+        with a Content-Length (``?length=0`` leaves it out)."""
+        data = self._file(name)
+        if data is None:
+            self._not_found()
+            return
+        rate = float(query.get("rate", "2000000"))
+        headers = {"Content-Type": self._mime(name, query)}
+        if query.get("length") != "0":
+            headers["Content-Length"] = str(len(data))
+        else:
+            headers["Connection"] = "close"
+        self._send(200, headers)
+        step = max(1, int(rate / 20))  # 20 writes a second
+        started = time.monotonic()
+        for offset in range(0, len(data), step):
+            self.wfile.write(data[offset:offset + step])
+            self.wfile.flush()
+            ahead = started + (offset + step) / rate - time.monotonic()
+            if ahead > 0 and self.origin.stopping.wait(ahead):
+                break
         self.close_connection = True
 
     def route_stall(self, name: str, query: dict[str, str], _count: int) -> None:
