@@ -291,12 +291,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._not_found()
             return
         rate = float(query.get("rate", "2000000"))
-        headers = {"Content-Type": self._mime(name, query)}
-        if query.get("length") != "0":
-            headers["Content-Length"] = str(len(data))
+        self.send_response(200)
+        self.send_header("Content-Type", self._mime(name, query))
+        if query.get("length") == "0":
+            self.send_header("Connection", "close")  # the end of the body is the close
         else:
-            headers["Connection"] = "close"
-        self._send(200, headers)
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
         step = max(1, int(rate / 20))  # 20 writes a second
         started = time.monotonic()
         for offset in range(0, len(data), step):
