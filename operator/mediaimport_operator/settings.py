@@ -7,13 +7,14 @@ mirror this list.
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import os
 import socket
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .model import MediaType
@@ -33,6 +34,15 @@ def parse_quantity(value: str) -> Decimal:
     from kubernetes.utils.quantity import parse_quantity as parse  # noqa: PLC0415
 
     return Decimal(parse(value))  # type: ignore[no-untyped-call]
+
+
+def _quantity_text(value: object) -> object:
+    """A quantity given as a number, as text (``2``, ``1.5``); anything else unchanged."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _split_csv(value: object) -> object:
@@ -338,6 +348,32 @@ class Settings(BaseSettings):
         if parse_quantity(value) < TMP_RESERVE_BYTES + 1:
             raise ValueError(f"tmp_size_limit {value!r} leaves no room: at least 65Mi")
         return value.strip()
+
+    @field_validator("job_resources", mode="before")
+    @classmethod
+    def _quantities_as_text(cls, value: object) -> object:
+        """Quantities given as JSON numbers (helm renders ``cpu: 1.5`` and ``--set
+        ...cpu=2`` as numbers) become the text Kubernetes would write."""
+        if isinstance(value, str):
+            value = json.loads(value)
+        if not isinstance(value, dict):
+            return value
+        return {
+            section: {name: _quantity_text(q) for name, q in entries.items()}
+            if isinstance(entries, dict) else entries
+            for section, entries in value.items()
+        }
+
+    @model_validator(mode="after")
+    def _lease_timing(self) -> Settings:
+        # leader.py's safety argument: a leader stops acting at its renew deadline, which
+        # must come before its Lease can expire for a standby.
+        if self.lease_renew_deadline >= self.lease_duration:
+            raise ValueError(
+                f"lease_renew_deadline ({self.lease_renew_deadline:g}) must be less than "
+                f"lease_duration ({self.lease_duration:g})"
+            )
+        return self
 
     @field_validator("job_resources")
     @classmethod

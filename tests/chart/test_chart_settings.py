@@ -14,7 +14,7 @@ from mediaimport_api.settings import Settings as ApiSettings
 from mediaimport_operator.jobs import build_job
 from mediaimport_operator.model import MediaImport
 from mediaimport_operator.settings import Settings
-from support.chart import CHART, ROOT, SCENARIOS, env, only, render
+from support.chart import CHART, ROOT, SCENARIOS, env, only, refused, render
 
 PREFIX = "MEDIAIMPORT_"
 CI = CHART / "ci"
@@ -29,15 +29,15 @@ def _mi() -> MediaImport:
     })
 
 
-ReadSettings = Callable[[list[Path]], Settings]
+ReadSettings = Callable[..., Settings]
 
 
 @pytest.fixture
 def chart_settings(monkeypatch: pytest.MonkeyPatch) -> ReadSettings:
     """A function: values files -> the operator's Settings read from the rendered env."""
 
-    def read(values: list[Path]) -> Settings:
-        rendered = env(only(render(values), "Deployment", "mediaimport-operator"))
+    def read(values: list[Path], sets: list[str] | None = None) -> Settings:
+        rendered = env(only(render(values, sets or []), "Deployment", "mediaimport-operator"))
         for name in [n for n in os.environ if n.startswith(PREFIX)]:
             monkeypatch.delenv(name)
         for name, value in rendered.items():
@@ -100,7 +100,11 @@ def test_defaults_leave_the_operators_sizing_alone(chart_settings: ReadSettings)
     settings = chart_settings([])
     job = build_job(_mi(), settings)
     (container,) = job["spec"]["template"]["spec"]["containers"]
-    assert container["envFrom"] == [{"secretRef": {"name": "mediaimport-s3"}}]
+    # Brokered by default: the operator signs with the Secret, the pod never holds it.
+    assert "envFrom" not in container
+    assert settings.storage_access == "brokered"
+    assert settings.channel_keys_dir == "/etc/mediaimport/channel-keys"
+    assert settings.channel_service == "mediaimport-operator-channel"
     assert container["resources"]["limits"] == {"cpu": "2", "memory": "1Gi"}
     # The ephemeral-storage request is the /tmp size the operator derives from maxBytes.
     tmp = next(v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "tmp")
@@ -151,3 +155,34 @@ def test_the_api_role_is_the_one_docs_api_md_lists() -> None:
     block = text.split("<!-- api-rbac-rules", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
     documented = yaml.safe_load(block)["rules"]
     assert only(render(), "Role", "mediaimport-api")["rules"] == documented
+
+
+@pytest.mark.parametrize(
+    ("sets", "expected"),
+    [
+        (["job.resources.limits.cpu=2"], "2"),  # --set makes an integer
+        (["job.resources.limits.cpu=1.5"], "1.5"),  # and a float
+        (["job.resources.limits.cpu=1500m"], "1500m"),
+        (["job.resources.limits.cpu=3", "job.resources.requests.cpu=0.5"], "3"),
+    ],
+)
+def test_quantities_as_numbers_or_strings_reach_the_job(
+    chart_settings: ReadSettings, sets: list[str], expected: str
+) -> None:
+    settings = chart_settings([], sets)
+    (container,) = build_job(_mi(), settings)["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["cpu"] == expected
+
+
+def test_a_tmp_size_limit_the_operator_refuses_is_refused_by_helm() -> None:
+    error = refused(sets=["job.tmpSizeLimit=64Mi"])
+    assert "tmpSizeLimit" in error and "65Mi" in error
+    render(sets=["job.tmpSizeLimit=65Mi"])  # the smallest the operator takes
+
+
+def test_lease_renew_deadline_must_be_shorter_than_the_lease() -> None:
+    error = refused(sets=["operator.lease.renewDeadlineSeconds=15",
+                          "operator.lease.durationSeconds=15"])
+    assert "renewDeadlineSeconds" in error and "durationSeconds" in error
+    with pytest.raises(ValueError, match="lease_renew_deadline"):
+        Settings(lease_duration=10, lease_renew_deadline=10)

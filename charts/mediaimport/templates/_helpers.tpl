@@ -159,3 +159,31 @@ topologySpreadConstraints:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
+
+{{/*
+Bytes of a Kubernetes quantity (250m, 1.5, 65Mi, 20Gi, 1e9), as a float: for the checks the
+operator also makes, so helm refuses what the operator would refuse at start.
+*/}}
+{{- define "mediaimport.quantityBytes" -}}
+{{- $q := toString . }}
+{{- $units := dict "" 1.0 "m" 0.001 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 }}
+{{- $number := regexFind "^[+]?([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][+-]?[0-9]+)?" $q }}
+{{- $unit := trimPrefix $number $q }}
+{{- mulf (float64 $number) (get $units $unit) }}
+{{- end }}
+
+{{/*
+Settings the operator checks when it starts, checked at install: a value the schema lets
+through but the operator refuses would crash-loop its pods.
+*/}}
+{{- define "mediaimport.validate" -}}
+{{- with .Values.job.tmpSizeLimit }}
+{{- if le (float64 (include "mediaimport.quantityBytes" .)) 67108864.0 }}
+{{- fail (printf "job.tmpSizeLimit %v leaves no room for the download besides the 64Mi kept for the thumbnail: at least 65Mi" .) }}
+{{- end }}
+{{- end }}
+{{- $lease := .Values.operator.lease }}
+{{- if ge (float64 $lease.renewDeadlineSeconds) (float64 $lease.durationSeconds) }}
+{{- fail (printf "operator.lease.renewDeadlineSeconds (%v) must be less than operator.lease.durationSeconds (%v): a leader stops acting at its renew deadline, before its Lease can expire for a standby" $lease.renewDeadlineSeconds $lease.durationSeconds) }}
+{{- end }}
+{{- end }}
