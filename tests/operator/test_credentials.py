@@ -22,9 +22,10 @@ NOW = 1_800_000_000
 A = {"namespace": "media", "name": "sunset", "uid": "uid-a"}
 
 
-def refusal(ring: KeyRing, token: str, *, now: float = NOW, **who: str) -> Refusal:
+def refusal(ring: KeyRing, token: str, *, now: float = NOW,
+            who: dict[str, str] | None = None) -> Refusal:
     with pytest.raises(CredentialRefused) as caught:
-        check(ring, token, now=now, **{**A, **who})
+        check(ring, token, now=now, **{**A, **(who or {})})
     return caught.value.reason
 
 
@@ -43,7 +44,7 @@ def test_a_credential_is_good_for_its_import_until_it_expires() -> None:
 def test_a_credential_is_refused_for_any_other_import(other: dict[str, str]) -> None:
     ring = KeyRing({"1": KEY_1})
     token = mint(ring, expires_at=NOW + 60, **A)
-    assert refusal(ring, token, **other) is Refusal.WRONG_IMPORT
+    assert refusal(ring, token, who=other) is Refusal.WRONG_IMPORT
 
 
 def test_a_changed_expiry_breaks_the_credential() -> None:
