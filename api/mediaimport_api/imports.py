@@ -30,7 +30,7 @@ from . import metrics, replicate
 from .errors import ApiProblem
 from .store import ACCEPTED_COLUMNS, KeyRecord, claim_key, fingerprint, get_asset
 from .validation import Source
-from .views import TERMINAL_JOB_STATUSES, job_status
+from .views import TERMINAL_JOB_STATUSES, asset_progress, import_name_of, job_status
 from .watch import DELETED, ImportWatch
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ MANAGED_BY = "mediaimport-api"
 LABEL_SOURCE = "mediaimport.dev/source"
 # metadata.name rules of a MediaImport (a DNS subdomain, and the CRD's 63 characters).
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
+# An asset's progress is extra: its answer does not wait long for Kubernetes.
+PROGRESS_READ_SECONDS = 2.0
 
 
 def manifest(namespace: str, name: str, spec: MediaImportSpec, source: str) -> Json:
@@ -189,6 +191,22 @@ class Imports:
                 ):
                     row = await get_asset(self.db, user, asset_id)
         return row
+
+    async def progress_of(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        """An uploading asset's progress, read from its MediaImport; None for a finished
+        asset, before the first report, and when Kubernetes does not answer in time (the
+        asset itself comes from Postgres and is answered all the same)."""
+        name = import_name_of(row)
+        if row.get("status") != "uploading" or name is None or not _NAME.match(name):
+            return None
+        try:
+            body = await asyncio.wait_for(
+                self.kube.get(mediaimport_path(self.namespace, name)), PROGRESS_READ_SECONDS)
+        except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as error:
+            log.warning("could not read an import's progress",
+                        extra={"mediaimport": name, "error": str(error) or type(error).__name__})
+            return None
+        return asset_progress(row, body)
 
     # -- imports by name ---------------------------------------------------------------
     async def get_owned(self, user: str, name: str) -> Json:

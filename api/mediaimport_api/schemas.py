@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from .validation import MAX_METADATA_KEYS
 
@@ -25,6 +25,32 @@ class ImportAccepted(BaseModel):
     )
 
 
+class ImportProgress(BaseModel):
+    """How far a running import is (the MediaImport's ``status.progress``, as its pod
+    reported it; a finished import keeps its last report). The fields of
+    ``mediaimport_operator.model.ProgressStatus``, by the same names."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    summary: str = Field(description="For display: '42%', or the phase while the percent "
+                         "is unknown.")
+    phase: str = Field(description="downloading, probing, rendering, uploading or finishing.")
+    bytes_downloaded: int = Field(
+        alias="bytesDownloaded", description="Bytes of the source read so far.")
+    bytes_total: int | None = Field(
+        alias="bytesTotal",
+        description="The source's size; null when the origin sends no length.")
+    bytes_uploaded: int = Field(
+        alias="bytesUploaded", description="Bytes stored in S3 so far.")
+    percent: float | None = Field(
+        description="Overall, 0-100; never goes backwards; null while unknowable.")
+    speed: float | None = Field(description="Bytes per second.")
+    eta: float | None = Field(description="Seconds left, when known.")
+    attempt: int = Field(description="Which attempt of the import's Job (1 for the first).")
+    updated_at: str | None = Field(
+        alias="updatedAt", description="When the pod reported it (RFC 3339).")
+
+
 class Asset(BaseModel):
     id: str
     name: str
@@ -37,6 +63,10 @@ class Asset(BaseModel):
     created_at: datetime
     updated_at: datetime
     metadata: dict[str, Any]
+    progress: ImportProgress | None = Field(
+        default=None,
+        description="GET /api/v1/media/{id} of an uploading asset: its import's progress "
+        "(null before the first report); null once ready or failed, and in listings.")
 
 
 class AssetPage(BaseModel):
@@ -55,8 +85,9 @@ class JobStatus(BaseModel):
     status: Literal["queued", "started", "finished", "failed"]
     result: dict[str, Any] | None = Field(description="The stored file once finished.")
     error: ImportError_ | None
-    progress: float | dict[str, Any] | None = Field(
-        description="null until the import reports progress."
+    progress: ImportProgress | None = Field(
+        description="null until the import's pod reports progress; a finished import "
+        "keeps its last report."
     )
     phase: Literal["Pending", "Importing", "Ready", "Failed"]
     conditions: list[dict[str, Any]]

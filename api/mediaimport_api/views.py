@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from mediaimport_operator.model import SUCCEEDED, MediaImport, Phase
+from mediaimport_operator.model import SUCCEEDED, MediaImport, Phase, ProgressStatus
 from mediaimport_operator.records import CANCELLED_MESSAGE, CANCELLED_REASON, IMPORT_KEY
 
 # The seed's job states, by MediaImport phase.
@@ -32,15 +32,21 @@ def job_status(body: dict[str, Any]) -> dict[str, Any]:
             "reason": condition.reason if condition else "Failed",
             "message": condition.message if condition else "The import failed.",
         }
-    progress = (body.get("status") or {}).get("progress")
     return {
         "status": JOB_STATUS[phase],
         "result": result,
         "error": error,
-        "progress": progress if isinstance(progress, int | float | dict) else None,
+        "progress": progress_view(mi.status.progress),
         "phase": phase.value,
         "conditions": mi.status.wire()["conditions"],
     }
+
+
+def progress_view(progress: ProgressStatus | None) -> dict[str, Any] | None:
+    """``status.progress`` as the API answers it: every field, null when unknown."""
+    if progress is None:
+        return None
+    return progress.model_dump(mode="json", by_alias=True)
 
 
 def cancelled_status() -> dict[str, Any]:
@@ -55,10 +61,36 @@ def cancelled_status() -> dict[str, Any]:
     }
 
 
+def is_deleting(body: dict[str, Any]) -> bool:
+    """Deletion was asked for: the import will end cancelled unless it already finished."""
+    if not (body.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    return JOB_STATUS[MediaImport.from_body(body).status.phase or Phase.PENDING] not in (
+        TERMINAL_JOB_STATUSES)
+
+
 def import_name_of(row: dict[str, Any]) -> str | None:
     ref = (row.get("file_metadata") or {}).get(IMPORT_KEY)
     name = ref.get("name") if isinstance(ref, dict) else None
     return name if isinstance(name, str) else None
+
+
+def import_uid_of(row: dict[str, Any]) -> str | None:
+    ref = (row.get("file_metadata") or {}).get(IMPORT_KEY)
+    uid = ref.get("uid") if isinstance(ref, dict) else None
+    return uid if isinstance(uid, str) else None
+
+
+def asset_progress(row: dict[str, Any], body: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The progress of an uploading asset's import: only from the MediaImport that wrote
+    the row (same uid and user; a later import of the same name is another one)."""
+    if body is None or row.get("status") != "uploading":
+        return None
+    if (body.get("metadata") or {}).get("uid") != import_uid_of(row):
+        return None
+    if (body.get("spec") or {}).get("userId") != row.get("user_id"):
+        return None
+    return progress_view(MediaImport.from_body(body).status.progress)
 
 
 def public_metadata(row: dict[str, Any]) -> dict[str, Any]:
@@ -78,7 +110,8 @@ def _iso(value: Any) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def asset_view(row: dict[str, Any], url: str | None, thumbnail_url: str | None) -> dict[str, Any]:
+def asset_view(row: dict[str, Any], url: str | None, thumbnail_url: str | None,
+               progress: dict[str, Any] | None = None) -> dict[str, Any]:
     """An asset as GET /api/v1/media/{id} answers it."""
     return {
         "id": str(row["id"]),
@@ -92,6 +125,7 @@ def asset_view(row: dict[str, Any], url: str | None, thumbnail_url: str | None) 
         "created_at": _iso(row.get("created_at")),
         "updated_at": _iso(row.get("updated_at")),
         "metadata": public_metadata(row),
+        "progress": progress,
     }
 
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.e2e
 URL = "https://cdn.example.test/clips/sunset.mp4"
 SEED_KEYS = {"id", "name", "type", "url", "thumbnail_url", "size", "created_at", "metadata"}
 ASSET_KEYS = {"id", "name", "type", "status", "url", "thumbnail_url", "size", "checksum",
-              "created_at", "updated_at", "metadata"}
+              "created_at", "updated_at", "metadata", "progress"}
 
 
 def error_of(response: requests.Response, status: int, code: str) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from .. import metrics
 from ..deps import ServicesDep, UserDep
 from ..errors import ApiProblem, error_response, responses
 from ..schemas import JobStatus
-from ..views import TERMINAL_JOB_STATUSES, cancelled_status, job_status
+from ..views import TERMINAL_JOB_STATUSES, cancelled_status, is_deleting, job_status
 from ..watch import DELETED, Subscription
 
 router = APIRouter(prefix="/api/v1/imports", tags=["imports"])
@@ -58,6 +58,16 @@ class Frame:
         return cls((body.get("metadata") or {}).get("resourceVersion", ""),
                    json.dumps(message), message["status"] in TERMINAL_JOB_STATUSES)
 
+    def older_than(self, other: Frame) -> bool:
+        """Whether this state is older than ``other``'s: a watch event can arrive after
+        the stream's own first read of a newer version (or a re-read after a 410), and
+        must not take the stream back (percent down, then up again: two extra events).
+        Versions are compared as numbers, as the API server writes them; other
+        versions are never judged older."""
+        if self.version.isdigit() and other.version.isdigit():
+            return int(self.version) < int(other.version)
+        return False
+
     def sse(self) -> bytes:
         version = f"id: {self.version}\n" if self.version else ""
         return f"{version}data: {self.data}\n\n".encode()
@@ -78,18 +88,23 @@ class _Stream:
         """The current state, then each new one, to the end; None after a quiet spell
         (for a keep-alive)."""
         frame = Frame.of(self.first)
-        last = None
+        sent: Frame | None = None
         while True:
-            if frame.data != last:
+            # One message per distinct state, in order: a progress report is a change
+            # of its own; an event that changes nothing the message says (a label, the
+            # finalizer) or an older state is not sent.
+            if sent is None or (frame.data != sent.data and not frame.older_than(sent)):
                 yield frame
-                last = frame.data
-            if frame.terminal:
+                sent = frame
+            if sent.terminal:
                 return
             update = await self.subscription.next(KEEPALIVE_SECONDS)
             if update is None:
                 yield None
                 continue
-            if update.type == DELETED:
+            if update.type == DELETED or is_deleting(update.body):
+                # Deleted (or being deleted): the import ends cancelled, whatever the
+                # operator writes on the way out; a finished one ended above.
                 yield CANCELLED
                 return
             if update.rendered is None:  # the first of its subscribers renders it

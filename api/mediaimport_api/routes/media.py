@@ -21,7 +21,7 @@ async def _asset(services: ServicesDep, row: dict[str, Any]) -> dict[str, Any]:
     ready = row["status"] == "ready"
     keys = (row.get("s3_key"), row.get("thumbnail_s3_key")) if ready else (None, None)
     [(url, thumbnail)] = await services.presigner.urls([keys])
-    return asset_view(row, url, thumbnail)
+    return asset_view(row, url, thumbnail, await services.imports.progress_of(row))
 
 
 @router.post(
