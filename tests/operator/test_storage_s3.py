@@ -16,12 +16,11 @@ from mediaimport_dev.s3server import S3Server
 from mediaimport_job.channel_protocol import PRESIGN_EXPIRES_S, CompletedPart
 from mediaimport_operator.storage import (
     KeyRefused,
-    S3Credentials,
     Scope,
     Storage,
     StorageRefused,
-    build_client,
 )
+from storage_support import ServerCredentials
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -33,18 +32,6 @@ PREFIX = "media/user-1/asset-1"
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
-
-
-class ServerCredentials:
-    """Every namespace signs with the test server's keys."""
-
-    def __init__(self, server: S3Server) -> None:
-        self.built = build_client(S3Credentials(
-            access_key_id=server.access_key, secret_access_key=server.secret_key,
-            region=server.region, endpoint_url=server.endpoint_url))
-
-    async def client(self, namespace: str) -> S3Client:
-        return self.built
 
 
 @pytest.fixture
