@@ -19,13 +19,17 @@ machine's monotonic clock:
 * rss_mib: the operator's peak RSS (VmHWM) over its whole run at that size (before the
   burst, if any). Targets: ≤ 150 MiB at 5,000 and no more than +10 % over the empty
   cluster's (N = 0).
+* locks_after: the operator's per-import locks once every new import was handled (its
+  `mediaimport_operator_import_locks` gauge); target 0 at 5,000: the operator keeps nothing
+  of the imports it is done with.
 * with `--burst M` (default 0: none), then M new imports POSTed from 32 threads at once (each
   connected before the clock starts), as `operator_throughput.py --apply parallel` does but
   with no node (no pod runs): burst_p50_s / burst_p99_s, creation (its POST returned) → its
   Job's ADDED event; `--concurrency` sets the operator's MEDIAIMPORT_CONCURRENCY (the
   throughput benchmark runs it at 32).
 
-Prints a table, then one JSON object as the last line of stdout with `rss_mib_N`, `ready_s_N`
+Prints a table, then one JSON object as the last line of stdout with `rss_mib_N`,
+`locks_after_N`, `ready_s_N`
 and `create_to_job_p50_s_N` (and `burst_p50_s_N`, `burst_p99_s_N`) for every size, and
 `rss_growth_5000` (rss_mib_5000 / rss_mib_0).
 """
@@ -43,6 +47,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import requests
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "devstack"))
@@ -110,6 +116,9 @@ def operator_env(plane: ControlPlane, postgres: PostgresServer) -> dict[str, str
         "MEDIAIMPORT_BUCKET": "bench",
         "MEDIAIMPORT_DATABASE_URL": postgres.url,
         "MEDIAIMPORT_HTTP_PORT": "0",
+        "MEDIAIMPORT_HTTP_HOST": "127.0.0.1",
+        # No node runs the Jobs here: no channel to hand them.
+        "MEDIAIMPORT_STORAGE_ACCESS": "credentials",
         "MEDIAIMPORT_LEASE_NAMESPACE": NAMESPACE,
         "MEDIAIMPORT_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         "PYTHONUNBUFFERED": "1",
@@ -149,6 +158,15 @@ def burst(kube: Kube, jobs: JobStamps, names: list[str], creators: int = 32) -> 
     return [jobs.wait(name, timeout=300) - created[name] for name in names]
 
 
+def import_locks(log: Path) -> int:
+    """The operator's per-import locks now (its /metrics; the port is in its log)."""
+    port = next(json.loads(line)["port"] for line in log.read_text().splitlines()
+                if line.startswith("{") and "health and metrics server listening" in line)
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return int(next(float(line.split()[-1]) for line in text.splitlines()
+                    if line.startswith("mediaimport_operator_import_locks ")))
+
+
 def measure(kube: Kube, env: dict[str, str], log: Path, size: int, probes: int,
             burst_size: int = 0) -> dict[str, Any]:
     """Start the operator over `size` finished imports; its readiness, latency and memory."""
@@ -174,6 +192,8 @@ def measure(kube: Kube, env: dict[str, str], log: Path, size: int, probes: int,
         rss = peak_rss_mib(operator.pid)
         bursting = [f"burst-{size}-{i:04d}" for i in range(burst_size)]
         burst_latencies = burst(kube, jobs, bursting) if bursting else []
+        time.sleep(2)  # the last imports' status writes
+        locks = import_locks(log)
     finally:
         jobs.stop()
         operator.terminate()
@@ -185,7 +205,7 @@ def measure(kube: Kube, env: dict[str, str], log: Path, size: int, probes: int,
     for name in [first, *(f"probe-{size}-{i:02d}" for i in range(probes)), *bursting]:
         kube.delete(f"{path}/{name}")
     gone(kube)
-    figures = {"rss_mib": round(rss, 1), "ready_s": round(ready_s, 2),
+    figures = {"rss_mib": round(rss, 1), "locks_after": locks, "ready_s": round(ready_s, 2),
                "create_to_job_p50_s": round(percentile(latencies, 0.5), 3),
                "create_to_job_max_s": round(max(latencies), 3)}
     if burst_latencies:
@@ -235,7 +255,7 @@ def main() -> int:
         if 0 in sizes and 5000 in sizes:
             figures["rss_growth_5000"] = round(figures["rss_mib_5000"] / figures["rss_mib_0"], 3)
         targets = {"rss_mib_5000": 150, "ready_s_5000": 30, "create_to_job_p50_s_5000": 0.3,
-                   "rss_growth_5000": 1.10}
+                   "rss_growth_5000": 1.10, "locks_after_5000": 0}
         print(f"{'metric':28} {'value':>10}  target")
         for key, value in figures.items():
             target = targets.get(key)

@@ -223,6 +223,15 @@ def follow_imports(kubeconfig: str, namespace: str, count: int, started: Any, st
         results.put(json.dumps(stamps))
 
 
+def channel_env(work: Path) -> dict[str, str]:
+    """The operator's channel where the node's pods reach it, with a key of its own."""
+    keys = work / "channel-keys"
+    keys.mkdir(exist_ok=True)
+    (keys / "1").write_bytes(os.urandom(48))
+    return {"MEDIAIMPORT_CHANNEL_KEYS_DIR": str(keys),
+            "MEDIAIMPORT_CHANNEL_HOST": nodenet.HOST_IP, "MEDIAIMPORT_CHANNEL_PORT": "0"}
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
@@ -406,6 +415,7 @@ def main() -> int:
                     "MEDIAIMPORT_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
                     "MEDIAIMPORT_CONCURRENCY": "32",
                     "PYTHONUNBUFFERED": "1",
+                    **channel_env(work),
                 }
             )
             log = (work / "operator.log").open("wb")

@@ -55,6 +55,11 @@ RETRY_QUEUE = Gauge(
     ["work"],
     registry=REGISTRY,
 )
+IMPORT_LOCKS = Gauge(
+    "mediaimport_operator_import_locks",
+    "Per-import locks the operator holds (imports being worked on or waited for).",
+    registry=REGISTRY,
+)
 INVALID_RESULTS = Counter(
     "mediaimport_invalid_results",
     "Results of import pods that failed the checks (another bucket, a key outside the "

@@ -9,9 +9,9 @@ writer makes us re-read and derive again instead of overwriting newer state.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -29,6 +29,7 @@ from .jobs import (
     build_job,
     job_name,
 )
+from .keyedlocks import KeyedLocks
 from .kube import ApiError, Json, Kube, job_path, mediaimport_path, pods_path
 from .lanes import Lane
 from .model import KIND, RECORDED, SUCCEEDED, MediaImport, MediaImportStatus, Phase
@@ -96,7 +97,7 @@ class Reconciler:
     judge: JudgeResult | None = None
     grant: GrantChannel | None = None
     discard: DiscardObjects | None = None
-    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _locks: KeyedLocks = field(default_factory=KeyedLocks)
     _job_digests: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     # The latest bodies of live (not yet finished) MediaImports seen through kopf's watch,
     # cut to what the operator reads (``_essentials``): a Job event then needs no GET, and
@@ -105,6 +106,9 @@ class Reconciler:
     # not the number of MediaImports in the cluster.
     _seen: dict[str, Json] = field(default_factory=dict)
     _in_flight: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        metrics.IMPORT_LOCKS.set_function(lambda: len(self._locks))
 
     def observe(self, event_type: str | None, body: Json) -> None:
         """Remember the latest body of a live MediaImport (called for every watch event)."""
@@ -216,8 +220,11 @@ class Reconciler:
                 return
             mi = MediaImport.from_body(body)
             if not mi.deleting and not (mi.status.phase and mi.status.phase.terminal):
-                # Someone deleted the Job of a running import: run it again.
-                await self.start(body)
+                # Someone deleted the Job of a running import: the sync creates it again.
+                if mi.status.phase == Phase.IMPORTING:
+                    await self.sync(namespace, owner["name"])
+                else:
+                    await self.start(body)
             return
         digest = _job_digest(job)
         key = meta.get("uid", "")
@@ -257,8 +264,6 @@ class Reconciler:
         mi = MediaImport.from_body(body)
         namespace, name = mi.ref.namespace, mi.ref.name
         self._done(mi.ref.uid)
-        if self.latest(namespace, name) is None:  # no successor under the same name
-            self._locks.pop(f"{namespace}/{name}", None)
         for work in (Work.START, Work.SYNC, Work.FINALIZER):
             self.retries.discard(work, namespace, name, uid=mi.ref.uid)
         if mi.status.phase is None or not mi.status.phase.terminal:
@@ -359,12 +364,8 @@ class Reconciler:
         self.retries.hurry(Work.SYNC)
         self.retries.hurry(Work.RECORD_DELETED)
 
-    def _lock(self, namespace: str, name: str) -> asyncio.Lock:
-        key = f"{namespace}/{name}"
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        return lock
+    def _lock(self, namespace: str, name: str) -> AbstractAsyncContextManager[None]:
+        return self._locks.hold(f"{namespace}/{name}")
 
     def _track(self, uid: str) -> None:
         self._in_flight.add(uid)
@@ -426,6 +427,37 @@ class Reconciler:
             return Verdict(refusal=refusal)
         return Verdict(accepted=result_status(claim.result), media_type=claim.result.type)
 
+    async def _job_of(
+        self, mi: MediaImport, job: Json | None, body: Json
+    ) -> tuple[Json | None, JobView | None]:
+        """The import's Job (``job`` when it is the one), created again if a started
+        import lost it."""
+        expected = job_name(mi)
+        if job is None or job.get("metadata", {}).get("name") != expected:
+            job = await self.kube.get(job_path(mi.ref.namespace, expected))
+        view = JobView.from_body(job) if job is not None else None
+        if view is not None and view.owner_uid not in (None, mi.ref.uid):
+            view = None  # a Job of a predecessor with the same name: not ours
+        if view is None and mi.status.phase == Phase.IMPORTING and not mi.deleting:
+            job = await self._recreate_job(mi, body)
+            view = JobView.from_body(job)
+        return job, view
+
+    async def _recreate_job(self, mi: MediaImport, body: Json) -> Json:
+        """The Job of a started import is gone (someone deleted it): create it again. A
+        refusal (a quota, a timeout) is said in an Event and raised, so the caller's retry
+        queue tries again with backoff; the phase stays Importing meanwhile."""
+        log.info("the Job of a running import is gone; creating it again",
+                 extra={"mediaimport": mi.ref.name, "namespace": mi.ref.namespace})
+        try:
+            return await self._ensure_job(mi)
+        except Exception as error:
+            self.post_event(body, Event(
+                "Warning", "JobCreateFailed",
+                f"Could not create the import's Job again ({_first_line(str(error))}); "
+                "retrying with backoff."))
+            raise
+
     async def _fail_conflict(self, mi: MediaImport) -> None:
         message = (
             f"Asset id {mi.asset_id} already belongs to another user or MediaImport; "
@@ -459,12 +491,7 @@ class Reconciler:
                     self.retries.discard(Work.SYNC, namespace, name)
                     return
             mi = MediaImport.from_body(body)
-            expected = job_name(mi)
-            if job is None or job.get("metadata", {}).get("name") != expected:
-                job = await self.kube.get(job_path(namespace, expected))
-            view = JobView.from_body(job) if job is not None else None
-            if view is not None and view.owner_uid not in (None, mi.ref.uid):
-                view = None  # a Job of a predecessor with the same name: not ours
+            job, view = await self._job_of(mi, job, body)
             outcomes = []
             waiting = None
             if view is not None and view.uid and (

@@ -33,6 +33,7 @@ from .model import (
 # Succeeded condition reasons of our own (failures from the job use FailureReason values).
 REASON_PENDING = "Pending"
 REASON_JOB_CREATED = "JobCreated"
+REASON_JOB_MISSING = "JobMissing"
 REASON_RETRYING = "Retrying"
 REASON_IMPORTED = "Imported"
 REASON_DEADLINE = "DeadlineExceeded"
@@ -363,6 +364,8 @@ def derive(
         }
     )
     if job is None:
+        if old.phase == Phase.IMPORTING:
+            return _job_missing(base, mi, now)
         return _pending(base, mi, now)
     base = base.model_copy(
         update={
@@ -393,6 +396,21 @@ def _pending(base: MediaImportStatus, mi: MediaImport, now: datetime) -> Decisio
         condition=ConditionStatus.UNKNOWN,
         reason=REASON_PENDING,
         message="Waiting for the import Job to be created",
+        now=now,
+    )
+    return Decision(status)
+
+
+def _job_missing(base: MediaImportStatus, mi: MediaImport, now: datetime) -> Decision:
+    """A started import whose Job is gone (deleted by someone): it is created again, and
+    the phase does not go back to Pending meanwhile."""
+    status = _with_succeeded(
+        base,
+        mi,
+        phase=Phase.IMPORTING,
+        condition=ConditionStatus.UNKNOWN,
+        reason=REASON_JOB_MISSING,
+        message="The import's Job is gone; it is being created again",
         now=now,
     )
     return Decision(status)

@@ -37,6 +37,8 @@ def _peak_after_start(plane: ControlPlane, kube: Kube, namespace: str, log: Path
     env.update({
         "KUBECONFIG": str(plane.kubeconfig), "MEDIAIMPORT_NAMESPACES": namespace,
         "MEDIAIMPORT_HTTP_PORT": "0", "MEDIAIMPORT_HTTP_HOST": "127.0.0.1",
+        # No pod runs here: no channel to hand them.
+        "MEDIAIMPORT_STORAGE_ACCESS": "credentials",
         "MEDIAIMPORT_LEASE_NAMESPACE": namespace, "MEDIAIMPORT_IDENTITY": probe,
         # The probe's pod never runs: no image of that name exists and none is pulled.
         "MEDIAIMPORT_JOB_IMAGE": "mediaimport.invalid/none:0",

@@ -236,3 +236,13 @@ def test_recorded_condition_and_retry_need() -> None:
     conflict = with_recorded(status, ok=False, reason="AssetIdConflict", message="taken",
                              now=NOW, generation=1)
     assert not needs_recording(conflict)
+
+
+def test_a_started_import_whose_job_is_gone_never_goes_back_to_pending() -> None:
+    importing = _derive(None, job_body(active=1)).status
+    assert importing.phase == Phase.IMPORTING
+    after = _derive(importing.wire(), None, now=NOW + timedelta(seconds=30)).status
+    assert after.phase == Phase.IMPORTING
+    cond = _succeeded(after)
+    assert (cond.status, cond.reason) == ("Unknown", "JobMissing")
+    assert cond.message == "The import's Job is gone; it is being created again."
