@@ -5,6 +5,15 @@ deadline, a bug — the process ends with exactly one result document, written
 to the result file (the termination message path) and as the last line of
 stdout, and with its private temp directory removed. Logs go to stderr.
 
+Before anything else the process hardens itself (``hardening``): it becomes
+non-dumpable, so ffprobe and ffmpeg (same uid, hostile input) cannot read its
+environment or memory through /proc, and the channel's credential leaves
+``os.environ``. With a channel (``MEDIAIMPORT_CHANNEL_URL``) progress goes to the
+operator as the import runs and the result is posted to it before the
+termination message is written; in brokered storage (the default with a
+channel) every write goes through presigned URLs from the channel and boto3 is
+never imported.
+
 Start-up is on the critical path (spawn → first request), so this module and
 what the download needs import neither boto3 nor pydantic: the S3 client is
 built, and the result models imported, on a background thread while the
@@ -22,16 +31,19 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
-from . import pipeline
-from .config import DEFAULT_RESULT_FILE, ConfigError, env_name, parse_settings
+from . import hardening, pipeline
+from .brokered import BrokeredStorage
+from .channel import ChannelClient
+from .config import DEFAULT_RESULT_FILE, ConfigError, Settings, env_name, parse_settings
 from .errors import JobError, Terminated
+from .progress import Reporter, Tracker
 from .reasons import ExitCode, FailureReason
-from .upload import ClientPromise, make_client
+from .upload import ClientPromise, DirectStorage, Storage, make_client
 
 if TYPE_CHECKING:
     from .result import FailedResult, ReadyResult
@@ -40,6 +52,8 @@ log = logging.getLogger("mediaimport_job")
 
 # 128 + SIGTERM, the shell's convention: not 2, so the Job counts it as retryable.
 TERMINATED_EXIT = 128 + signal.SIGTERM
+# A failed result is posted best effort: the termination message has it anyway.
+FAILED_RESULT_BUDGET = 3.0
 
 
 def _install_signal_handlers() -> None:
@@ -92,38 +106,96 @@ def _failed(reason: FailureReason, message: str, *, retryable: bool) -> FailedRe
     return FailedResult(error=ErrorInfo(reason=reason, message=message, retryable=retryable))
 
 
-def execute(argv: Sequence[str]) -> tuple[ReadyResult | FailedResult, int, str]:
+def make_storage(settings: Settings, channel: ChannelClient | None) -> Storage:
+    """The backend the settings ask for: brokered (the channel; no boto3) or direct."""
+    if settings.storage == "brokered":
+        assert channel is not None  # the settings refuse brokered without a channel
+        pipeline.start_warm_up()
+        return BrokeredStorage(channel, settings.bucket, concurrency=settings.upload_concurrency)
+    clients = ClientPromise(lambda: make_client(settings.upload_concurrency), then=pipeline.warm_up)
+    return DirectStorage(clients, settings.bucket)
+
+
+def _submitter(channel: ChannelClient, reporter: Reporter | None) -> Callable[[ReadyResult], None]:
+    def submit(ready: ReadyResult) -> None:
+        from .channel_protocol import RESULT, PodIdentity, ResultSubmission  # noqa: PLC0415
+
+        if reporter is not None:
+            reporter.stop(final=True)  # the last report (100 %) before the result
+        pod = PodIdentity(name=channel.pod_name, uid=channel.pod_uid)
+        channel.call(RESULT, ResultSubmission(pod=pod, result=ready))
+        log.info("the operator's channel accepted the result")
+
+    return submit
+
+
+def _post_failure(
+    channel: ChannelClient | None, reporter: Reporter | None, failed: FailedResult
+) -> None:
+    """Tell the channel about a failure, briefly; never raises."""
+    if reporter is not None:
+        reporter.stop(final=False, timeout=1.0)
+    if channel is None:
+        return
+    try:
+        from .channel_protocol import RESULT, PodIdentity, ResultSubmission  # noqa: PLC0415
+
+        pod = PodIdentity(name=channel.pod_name, uid=channel.pod_uid)
+        submission = ResultSubmission(pod=pod, result=failed)
+        channel.call(RESULT, submission, budget=FAILED_RESULT_BUDGET)
+    except JobError as exc:
+        log.warning("could not post the failed result to the channel: %s", exc.message)
+    except Terminated:
+        pass  # the failure already in hand is the result
+    except Exception:
+        log.exception("could not post the failed result to the channel")
+
+
+def execute(
+    argv: Sequence[str], environ: Mapping[str, str] | None = None
+) -> tuple[ReadyResult | FailedResult, int, str]:
     """Run the job; returns the result, the exit code and the result file."""
     result_file = _result_file_hint(argv)
     try:
-        settings = parse_settings(argv)
+        settings = parse_settings(argv, environ)
     except ConfigError as exc:
         return _failed(exc.reason, str(exc), retryable=False), ExitCode.PERMANENT, result_file
     result_file = settings.result_file
+    channel = reporter = None
+    if settings.channel is not None:
+        channel = ChannelClient(settings.channel, pool_size=4)
+    tracker = Tracker()
+    if channel is not None:
+        reporter = Reporter(tracker, channel).start()
     workdir = Path(tempfile.mkdtemp(prefix="mediaimport-job-"))
+    failed: FailedResult
     try:
-        clients = ClientPromise(
-            lambda: make_client(settings.upload_concurrency), then=pipeline.warm_up
+        storage = make_storage(settings, channel)
+        finish = _submitter(channel, reporter) if channel is not None else None
+        ready = pipeline.run(
+            settings, pipeline.Workspace(workdir), storage, tracker=tracker, finish=finish
         )
-        ready = pipeline.run(settings, pipeline.Workspace(workdir), clients)
     except JobError as exc:
         failed = exc.to_result()
-        return failed, failed.exit_code, result_file
+        code = int(failed.exit_code)
     except Terminated as exc:
         message = (
             f"the job was stopped by {exc.signal_name} (the Job's deadline, a cancellation "
             "or the node going away) before it finished"
         )
-        terminated = _failed(FailureReason.TERMINATED, message, retryable=True)
-        return terminated, TERMINATED_EXIT, result_file
+        failed = _failed(FailureReason.TERMINATED, message, retryable=True)
+        code = TERMINATED_EXIT
     except Exception as exc:
         log.exception("unexpected error")
         message = f"unexpected {type(exc).__name__}: {exc}"
-        internal = _failed(FailureReason.INTERNAL_ERROR, message, retryable=True)
-        return internal, ExitCode.RETRYABLE, result_file
+        failed = _failed(FailureReason.INTERNAL_ERROR, message, retryable=True)
+        code = ExitCode.RETRYABLE
+    else:
+        return ready, ExitCode.READY, result_file
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return ready, ExitCode.READY, result_file
+    _post_failure(channel, reporter, failed)
+    return failed, code, result_file
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -135,9 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("botocore", "boto3", "s3transfer", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    environ = hardening.harden()
     _install_signal_handlers()
     try:
-        result, code, result_file = execute(sys.argv[1:] if argv is None else argv)
+        result, code, result_file = execute(sys.argv[1:] if argv is None else argv, environ)
     except Terminated:
         # SIGTERM before the workspace existed: nothing to clean up.
         result = _failed(

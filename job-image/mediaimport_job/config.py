@@ -12,9 +12,11 @@ import argparse
 import math
 import os
 import re
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Literal, NoReturn
+from urllib.parse import urlsplit
 
 from .netguard import IPNetwork, parse_network
 from .reasons import FailureReason, MediaType
@@ -35,6 +37,18 @@ MAX_THUMBNAIL_WIDTH = 4096
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _TYPES: tuple[MediaType, ...] = ("video", "image", "audio")
 
+# The channel's variables (``channel_protocol`` defines them; repeated here because that
+# module loads pydantic, which stays off the start-up path — a test keeps them equal).
+CHANNEL_URL_ENV = "MEDIAIMPORT_CHANNEL_URL"
+CHANNEL_TOKEN_ENV = "MEDIAIMPORT_CHANNEL_TOKEN"  # noqa: S105 - a variable name
+STORAGE_ENV = "MEDIAIMPORT_STORAGE"
+POD_NAME_ENV = "MEDIAIMPORT_POD_NAME"
+POD_UID_ENV = "MEDIAIMPORT_ATTEMPT"
+StorageAccess = Literal["brokered", "credentials"]
+_STORAGE: tuple[StorageAccess, ...] = ("brokered", "credentials")
+DEFAULT_CHANNEL_BUDGET = 120.0
+_TOKEN = re.compile(r"^[\x21-\x7e]{1,4096}$")  # visible ASCII: it goes into a header
+
 
 class ConfigError(Exception):
     """A missing or invalid argument; ``reason`` is InvalidArgument or InvalidURL."""
@@ -42,6 +56,34 @@ class ConfigError(Exception):
     def __init__(self, message: str, reason: FailureReason = FailureReason.INVALID_ARGUMENT):
         super().__init__(message)
         self.reason = reason
+
+
+class Secret:
+    """A credential that never shows itself in a repr, a log line or a message."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class Channel:
+    """Where the operator's channel for this import is, and the credential for it."""
+
+    url: str  # the import's endpoint base: http://host:port/v1/imports/{namespace}/{name}
+    token: Secret
+    budget: float  # seconds one request may spend retrying
+    pod_name: str
+    pod_uid: str
 
 
 @dataclass(frozen=True)
@@ -67,6 +109,10 @@ class Settings:
     min_rate_window: float
     retries: int
     upload_concurrency: int
+    # "brokered": writes through the channel's presigned URLs (no S3 credential here);
+    # "credentials": the AWS_* variables, as the job always did.
+    storage: StorageAccess = "credentials"
+    channel: Channel | None = None
 
 
 def env_name(flag: str) -> str:
@@ -90,8 +136,11 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
             "Import one media file from an http(s) URL into S3: download (guarded against "
             "internal addresses), probe with ffprobe, render a JPEG thumbnail, upload. "
             "Writes one JSON result document to --result-file and as the last line of stdout. "
-            "Exit 0 = ready, 2 = permanent failure, other = retryable. S3 credentials, region "
-            "and endpoint come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and "
+            "Exit 0 = ready, 2 = permanent failure, other = retryable. With a channel "
+            f"({CHANNEL_URL_ENV}, credential in {CHANNEL_TOKEN_ENV}: never a flag) the job "
+            "reports progress and its result to the operator and, in brokered storage, writes "
+            "through presigned URLs from it; otherwise S3 credentials, region and endpoint "
+            "come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and "
             "AWS_ENDPOINT_URL_S3. Each flag can also be set from the environment variable "
             "shown in brackets."
         ),
@@ -152,6 +201,24 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--min-rate-window", "seconds over which --min-rate is measured", default="20")
     add("--retries", "retries for transient download failures", default="5")
     add("--upload-concurrency", "parallel multipart upload parts", default="4")
+    add(
+        "--channel-url",
+        "the import's endpoint on the operator's channel "
+        "(http://host:port/v1/imports/NAMESPACE/NAME); its credential comes only from "
+        f"{CHANNEL_TOKEN_ENV}",
+    )
+    add(
+        "--storage",
+        "how objects are written: brokered (presigned URLs from the channel, no S3 "
+        "credential) or credentials (AWS_* variables); default: brokered with a channel",
+        choices=_STORAGE,
+    )
+    add("--pod-name", "this pod's name, sent with the result (default: the host name)")
+    add(
+        "--channel-budget",
+        "seconds one channel request may spend retrying before the job fails as ChannelUnavailable",
+        default=str(DEFAULT_CHANNEL_BUDGET),
+    )
     return parser
 
 
@@ -184,6 +251,56 @@ def _validate_key_prefix(prefix: str) -> str:
     if any(segment in {"", ".", ".."} for segment in segments):
         raise ConfigError("--key-prefix must not contain empty, '.' or '..' segments")
     return prefix
+
+
+def _validate_channel_url(url: str) -> str:
+    url = url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError("--channel-url must be an http(s) URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"--channel-url must not carry credentials (use {CHANNEL_TOKEN_ENV})")
+    if parts.query or parts.fragment or any(ord(char) <= 0x20 for char in url):
+        raise ConfigError("--channel-url must have no query, fragment, spaces or controls")
+    return url
+
+
+def _channel(
+    args: argparse.Namespace, environ: Mapping[str, str]
+) -> tuple[StorageAccess, Channel | None]:
+    url = (args.channel_url or "").strip()
+    storage_text = (args.storage or "").strip() or ("brokered" if url else "credentials")
+    if storage_text not in _STORAGE:
+        raise ConfigError(f"--storage must be brokered or credentials, got {storage_text!r}")
+    storage: StorageAccess = "brokered" if storage_text == "brokered" else "credentials"
+    if not url:
+        if storage == "brokered":
+            raise ConfigError(
+                f"--storage brokered needs the operator's channel (--channel-url or "
+                f"{CHANNEL_URL_ENV}); without one use --storage credentials"
+            )
+        return storage, None
+    token = environ.get(CHANNEL_TOKEN_ENV, "")
+    if not token:
+        raise ConfigError(f"a channel URL needs its credential in {CHANNEL_TOKEN_ENV}")
+    if not _TOKEN.match(token):  # the value itself is never part of a message
+        raise ConfigError(f"{CHANNEL_TOKEN_ENV} must be printable ASCII without spaces")
+    pod_name = (args.pod_name or "").strip() or _host_name()
+    # Standalone (no downward API): an id of this process's own, like upload.ATTEMPT.
+    pod_uid = environ.get(POD_UID_ENV, "").strip() or uuid.uuid4().hex
+    return storage, Channel(
+        url=_validate_channel_url(url),
+        token=Secret(token),
+        budget=_number(args.channel_budget, "--channel-budget", float, 0.1),
+        pod_name=pod_name[:253],
+        pod_uid=pod_uid[:64],
+    )
+
+
+def _host_name() -> str:
+    import socket  # noqa: PLC0415 - only without the downward API
+
+    return socket.gethostname() or "unknown"
 
 
 def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
@@ -222,6 +339,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
             download_proxy = TunnelProxy.from_url(args.download_proxy)
         except ValueError as exc:
             raise ConfigError(f"--download-proxy: {exc}") from None
+    storage, channel = _channel(args, environ)
     tmp_limit = None
     if args.tmp_limit is not None and str(args.tmp_limit).strip():
         tmp_limit = int(_number(args.tmp_limit, "--tmp-limit", int, TMP_RESERVE + 1))
@@ -248,4 +366,6 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
         min_rate_window=_number(args.min_rate_window, "--min-rate-window", float, 0.1),
         retries=int(_number(args.retries, "--retries", int, 0)),
         upload_concurrency=int(_number(args.upload_concurrency, "--upload-concurrency", int, 1)),
+        storage=storage,
+        channel=channel,
     )

@@ -8,8 +8,14 @@ background thread while the thumbnail is rendered and stored. Only when the
 name needs the probed format (no usable name, or one without an extension)
 does the upload start after probing.
 
+Where the objects go is the ``Storage`` the caller picks (``upload.DirectStorage``
+with the pod's S3 credentials, or ``brokered.BrokeredStorage`` through the
+operator's channel); the steps report to a ``progress.Tracker``, and ``finish``
+(the channel's result submission) runs before the run counts as done, so a
+refused result still cleans up like any failure.
+
 What only the steps after the download need (ffprobe's result models, i.e.
-pydantic) is imported lazily, ahead of time on the S3 client's thread
+pydantic) is imported lazily, ahead of time on a background thread
 (``warm_up``), so the first request goes out sooner.
 """
 
@@ -28,21 +34,12 @@ from typing import TYPE_CHECKING, TypeVar
 
 from . import filenames
 from .config import TMP_RESERVE, Settings
-from .download import DownloadLimits, download
+from .download import DownloadLimits, Sink, download
 from .errors import JobError, Terminated
 from .netguard import AddressPolicy, GuardedPoolManager
+from .progress import Tracker
 from .reasons import FailureReason
-from .upload import (
-    SINGLE_PUT_LIMIT,
-    ClientPromise,
-    StreamingUpload,
-    Written,
-    boto_errors,
-    object_args,
-    put_small,
-    replace_metadata,
-    storage_failure,
-)
+from .upload import SINGLE_PUT_LIMIT, Storage, StreamingUpload, Written
 from .urls import redact
 
 if TYPE_CHECKING:
@@ -54,7 +51,12 @@ T = TypeVar("T")
 # Imported after the download; ``warm_up`` loads them while it runs.
 # Seconds of the grace period kept for writing the result and exiting after the cleanup.
 CLEANUP_MARGIN = 5.0
-_LATER_MODULES = ("mediaimport_job.result", "mediaimport_job.probe", "mediaimport_job.thumbnail")
+_LATER_MODULES = (
+    "mediaimport_job.result",
+    "mediaimport_job.probe",
+    "mediaimport_job.thumbnail",
+    "mediaimport_job.channel_protocol",
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,43 @@ def warm_up() -> None:
     """Import the modules the steps after the download need (run on a background thread)."""
     for module in _LATER_MODULES:
         importlib.import_module(module)
+
+
+def start_warm_up() -> threading.Thread:
+    """``warm_up`` on a daemon thread (where no S3 client is built to chain it to)."""
+
+    def run() -> None:
+        try:
+            warm_up()
+        except Exception:
+            log.debug("background warm-up failed", exc_info=True)
+
+    thread = threading.Thread(target=run, name="warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+class _TrackedSink:
+    """The download's sink: tells the tracker, then the streaming upload (if any)."""
+
+    def __init__(self, upload: StreamingUpload | None, tracker: Tracker) -> None:
+        self.upload = upload
+        self.tracker = tracker
+
+    def expect(self, size: int | None) -> None:
+        self.tracker.expect_download(size)
+        if self.upload is not None:
+            self.upload.expect(size)
+
+    def written(self, offset: int) -> None:
+        self.tracker.downloaded(offset)
+        if self.upload is not None:
+            self.upload.written(offset)
+
+    def restart(self) -> None:
+        self.tracker.download_restarted()
+        if self.upload is not None:
+            self.upload.restart()
 
 
 def planned_name(settings: Settings) -> str | None:
@@ -136,46 +175,61 @@ def verify_checksum(expected: str | None, actual: str) -> None:
         )
 
 
-def run(settings: Settings, workspace: Workspace, clients: ClientPromise) -> ReadyResult:
-    """Import ``settings.url``; raises ``JobError`` (or ``Terminated``) after cleaning up S3."""
+def run(
+    settings: Settings,
+    workspace: Workspace,
+    storage: Storage,
+    *,
+    tracker: Tracker | None = None,
+    finish: Callable[[ReadyResult], None] | None = None,
+) -> ReadyResult:
+    """Import ``settings.url``; raises ``JobError`` (or ``Terminated``) after cleaning up S3.
+
+    ``finish`` gets the result once everything is stored (the channel's submission); if
+    it raises, the run fails and is cleaned up like any other failure.
+    """
+    tracker = tracker if tracker is not None else Tracker()
     http = GuardedPoolManager(
         AddressPolicy(settings.allow_networks), settings.download_proxy, num_pools=4, maxsize=1
     )
-    written = Written(clients, settings.bucket)
+    written = Written(storage)
     name = planned_name(settings)
     streaming = None
     storing: Future[None] | None = None  # the media object, stored in the background
     if name is not None:
         streaming = StreamingUpload(
-            clients,
-            settings.bucket,
+            storage,
             f"{settings.key_prefix}/{name}",
             workspace.source,
             max_bytes=max_file_bytes(settings)[0],
             concurrency=settings.upload_concurrency,
+            tracker=tracker,
         )
         written.add_upload(streaming)
+    sink: Sink = _TrackedSink(streaming, tracker)
     try:
         proxy = settings.download_proxy
         via = f" through the proxy {proxy.where}" if proxy else ""
         log.info("downloading %s%s", redact(settings.url), via)
         downloaded = download(
-            settings.url, workspace.source, http, limits_from(settings), sink=streaming
+            settings.url, workspace.source, http, limits_from(settings), sink=sink
         )
         log.info("downloaded %d bytes, sha256 %s", downloaded.size, downloaded.sha256)
+        tracker.download_done(downloaded.size)
+        tracker.set_phase("probing")
         if streaming is not None:
             streaming.finish(downloaded.size)  # the last parts go up while we probe
         verify_checksum(settings.sha256, downloaded.sha256)
-        from . import thumbnail  # noqa: PLC0415 - see warm_up
-        from .probe import probe  # noqa: PLC0415
+        from .probe import probe  # noqa: PLC0415 - see warm_up
 
         probed = probe(workspace.source, settings.media_type, name_hint=name or "")
+        tracker.probe_done()
         log.info("probed: %s %s", probed.media_type, probed.media.model_dump_json())
         key = f"{settings.key_prefix}/{name or final_name(settings, probed)}"
 
         def store() -> None:
             _store_media(
-                settings, workspace, clients, written, streaming,
+                settings, workspace, storage, written, streaming, tracker=tracker,
                 key=key, size=downloaded.size, content_type=probed.content_type,
                 sha256=downloaded.sha256,
             )  # fmt: skip
@@ -186,45 +240,74 @@ def run(settings: Settings, workspace: Workspace, clients: ClientPromise) -> Rea
             storing = _in_background("store-media", store)
         else:
             # The whole upload still lies ahead: keep it where SIGTERM can abort it.
+            tracker.set_phase("uploading")
             store()
-        thumbnail_key = None
-        if probed.video_stream is not None:
-            thumb = thumbnail.render(
-                workspace.source,
-                workspace.thumbnail,
-                width=settings.thumbnail_width,
-                at=settings.thumbnail_at,
-                duration=probed.media.duration,
-                stream=probed.video_stream,
-            )
-            thumbnail_key = f"{settings.key_prefix}/{filenames.THUMBNAIL_NAME}"
-            written.add(thumbnail_key)
-            _storage(
-                put_small, clients.get(), settings.bucket, thumbnail_key, thumb,
-                content_type="image/jpeg", sha256=_sha256_file(thumb),
-            )  # fmt: skip
+        thumbnail_key = _thumbnail(
+            settings, workspace, storage, written=written, tracker=tracker, probed=probed
+        )
         if storing is not None:
             storing.result()
+        log.info("stored s3://%s/%s", settings.bucket, key)
+        from .result import ReadyResult  # noqa: PLC0415 - see warm_up
+
+        ready = ReadyResult(
+            type=probed.media_type,
+            bucket=settings.bucket,
+            key=key,
+            thumbnailKey=thumbnail_key,
+            name=key.rsplit("/", 1)[-1],
+            size=downloaded.size,
+            sha256=downloaded.sha256,
+            contentType=probed.content_type,
+            media=probed.media,
+        )
+        tracker.set_phase("finishing")
+        tracker.done()
+        if finish is not None:
+            finish(ready)
     except BaseException:
         # Whatever happened (a failure, SIGTERM), nothing half-written may remain.
         clean_up(written, storing, cleanup_budget(settings.grace_period))
         raise
     finally:
         http.clear()
-    log.info("stored s3://%s/%s", settings.bucket, key)
-    from .result import ReadyResult  # noqa: PLC0415 - see warm_up
+    return ready
 
-    return ReadyResult(
-        type=probed.media_type,
-        bucket=settings.bucket,
-        key=key,
-        thumbnailKey=thumbnail_key,
-        name=key.rsplit("/", 1)[-1],
-        size=downloaded.size,
-        sha256=downloaded.sha256,
-        contentType=probed.content_type,
-        media=probed.media,
+
+def _thumbnail(
+    settings: Settings,
+    workspace: Workspace,
+    storage: Storage,
+    *,
+    written: Written,
+    tracker: Tracker,
+    probed: Probed,
+) -> str | None:
+    """Render and store the thumbnail (of a file with pictures); returns its key."""
+    from . import thumbnail  # noqa: PLC0415 - see warm_up
+
+    if probed.video_stream is None:
+        tracker.render_fraction(1.0)  # nothing to render
+        tracker.set_phase("uploading")
+        return None
+    tracker.set_phase("rendering")
+    thumb = thumbnail.render(
+        workspace.source,
+        workspace.thumbnail,
+        width=settings.thumbnail_width,
+        at=settings.thumbnail_at,
+        duration=probed.media.duration,
+        stream=probed.video_stream,
+        on_fraction=tracker.render_fraction,
     )
+    tracker.set_phase("uploading")
+    thumbnail_size = thumb.stat().st_size
+    tracker.expect_upload((tracker.bytes_total or 0) + thumbnail_size)
+    key = f"{settings.key_prefix}/{filenames.THUMBNAIL_NAME}"
+    written.add(key)
+    storage.put_file(key, thumb, content_type="image/jpeg", sha256=_sha256_file(thumb))
+    tracker.uploaded(thumbnail_size)
+    return key
 
 
 def cleanup_budget(grace_period: float) -> float:
@@ -296,10 +379,11 @@ def _in_background(name: str, action: Callable[[], T]) -> Future[T]:
 def _store_media(
     settings: Settings,
     workspace: Workspace,
-    clients: ClientPromise,
+    storage: Storage,
     written: Written,
     streaming: StreamingUpload | None,
     *,
+    tracker: Tracker,
     key: str,
     size: int,
     content_type: str,
@@ -308,38 +392,24 @@ def _store_media(
     """Make the verified file the object at ``key`` (the run's cleanup undoes it on failure)."""
     if streaming is not None and streaming.multipart:
         written.add(key)  # before completing: a completion cut short is cleaned up too
-        streaming.complete()
-        _storage(
-            replace_metadata, clients.get(), settings.bucket, key,
-            size=size, content_type=content_type, sha256=sha256,
-        )  # fmt: skip
+        streaming.complete(size=size, content_type=content_type, sha256=sha256)
         return
     written.add(key)
     if size <= SINGLE_PUT_LIMIT:
-        _storage(
-            put_small, clients.get(), settings.bucket, key, workspace.source,
-            content_type=content_type, sha256=sha256,
-        )  # fmt: skip
+        storage.put_file(key, workspace.source, content_type=content_type, sha256=sha256)
+        tracker.uploaded(size)
         return
     # The key needed the probe: upload now, with the final metadata up front.
     upload = StreamingUpload(
-        clients, settings.bucket, key, workspace.source,
+        storage, key, workspace.source,
         max_bytes=size, concurrency=settings.upload_concurrency,
-        create_args=object_args(content_type, sha256),
+        content_type=content_type, sha256=sha256, tracker=tracker,
     )  # fmt: skip
     written.add_upload(upload)  # aborted by the run's cleanup if it fails
     upload.expect(size)
     upload.written(size)
     upload.finish(size)
-    upload.complete()
-
-
-def _storage(action: Callable[..., None], *args: object, **kwargs: object) -> None:
-    """Call an S3 helper, turning boto errors into a result-ready JobError."""
-    try:
-        action(*args, **kwargs)
-    except boto_errors() as exc:
-        raise storage_failure(exc, f"writing s3://{args[1]}/{args[2]}") from None
+    upload.complete(size=size, content_type=content_type, sha256=sha256)
 
 
 def _sha256_file(path: Path) -> str:

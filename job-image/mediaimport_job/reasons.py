@@ -42,4 +42,11 @@ class FailureReason(StrEnum):
     PROCESSING_FAILED = "ProcessingFailed"  # ffprobe/ffmpeg crashed or timed out
     UPLOAD_FAILED = "UploadFailed"
     TERMINATED = "Terminated"  # SIGTERM, e.g. the Job's deadline
+    # The operator's channel did not answer (connection errors, 5xx, 429) within the retry
+    # budget: retryable, another pod may reach a healthy replica.
+    CHANNEL_UNAVAILABLE = "ChannelUnavailable"
+    # The channel refused the job's credential or request for good (401/403/404/409: another
+    # import's or an expired credential, an import that finished or is being deleted).
+    CHANNEL_REFUSED = "ChannelRefused"
+    INVALID_RESULT = "InvalidResult"  # the operator's checks refused the result document
     INTERNAL_ERROR = "InternalError"

@@ -11,11 +11,13 @@ ffmpeg sizes its pools from the node's CPUs, not the pod's limit.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from . import tools
 from .errors import JobError
 from .probe import SAFE_INPUT_OPTIONS
+from .progress import FfmpegProgress
 from .reasons import FailureReason
 
 THUMBNAIL_TIMEOUT = 120.0
@@ -40,6 +42,7 @@ def command(source: Path, output: Path, width: int, at: float, stream: int | Non
     select = ["-map", f"0:{stream}"] if stream is not None else []
     return [
         "ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y",
+        "-progress", "pipe:1", "-nostats",
         *SAFE_INPUT_OPTIONS, "-threads", "1", *seek, "-i", f"file:{source}",
         *select, "-frames:v", "1", "-vf", scale_filter(width),
         "-q:v", "2", "-threads", "1", "-filter_threads", "1",
@@ -57,15 +60,21 @@ def render(
     duration: float | None,
     stream: int | None,
     timeout: float = THUMBNAIL_TIMEOUT,
+    on_fraction: Callable[[float], None] | None = None,
 ) -> Path:
-    """Write the thumbnail to ``output``; raises JobError (ProcessingFailed)."""
+    """Write the thumbnail to ``output``; raises JobError (ProcessingFailed).
+
+    ``on_fraction`` hears ffmpeg's progress (one frame: it ends at 1.0)."""
     start = clamp_time(at, duration)
     # If seeking finds nothing (a sparse or oddly indexed file), the first frame
     # is the honest fallback.
     for position in dict.fromkeys([start, 0.0]):
         output.unlink(missing_ok=True)
         try:
-            completed = tools.run(command(source, output, width, position, stream), timeout)
+            progress = FfmpegProgress(None, on_fraction or (lambda _fraction: None))
+            completed = tools.run_with_progress(
+                command(source, output, width, position, stream), timeout, progress.feed
+            )
         except subprocess.TimeoutExpired:
             raise JobError(
                 FailureReason.PROCESSING_FAILED,

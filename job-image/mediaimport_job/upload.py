@@ -1,5 +1,11 @@
 """S3 side: a multipart upload that follows the download, and cleanup on failure.
 
+Two ways to write, behind one small interface (``Storage`` / ``MultipartTarget``):
+``DirectStorage``, a botocore client with the pod's own credentials (the AWS_*
+variables), and ``brokered.BrokeredStorage``, presigned requests from the operator's
+channel (no S3 credential in the pod). ``StreamingUpload``, ``Written`` and the pipeline
+only see the interface.
+
 Why overlap: at equal download and upload rates, downloading first and
 uploading after takes twice as long as doing both at once. ``StreamingUpload``
 is the download's sink: each time another full part is on disk it queues an
@@ -28,6 +34,7 @@ import contextlib
 import io
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
@@ -41,7 +48,7 @@ from concurrent.futures import (
 )
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from .errors import JobError
 from .reasons import FailureReason
@@ -49,7 +56,8 @@ from .reasons import FailureReason
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
     from mypy_boto3_s3 import S3Client
-    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+
+    from .progress import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +139,12 @@ def storage_failure(exc: BaseException, action: str) -> JobError:
     """Map a boto3 error to the result: configuration errors are permanent."""
     if isinstance(exc, JobError):
         return exc
+    if "botocore.exceptions" not in sys.modules:  # brokered: botocore is never loaded
+        return JobError(
+            FailureReason.UPLOAD_FAILED,
+            f"{action}: {type(exc).__name__}: {exc}"[:500],
+            retryable=True,
+        )
     from botocore.exceptions import ClientError, NoCredentialsError  # noqa: PLC0415 - lazy
 
     if isinstance(exc, NoCredentialsError):
@@ -153,6 +167,164 @@ def storage_failure(exc: BaseException, action: str) -> JobError:
     )
 
 
+class MultipartTarget(Protocol):
+    """One created multipart upload."""
+
+    upload_id: str
+
+    def upload_part(self, number: int, body: FileSlice) -> str:
+        """Send part ``number`` (the whole of ``body``, streamed); returns its ETag."""
+
+    def complete(
+        self, parts: list[tuple[int, str]], *, size: int, content_type: str, sha256: str
+    ) -> None:
+        """Complete with (part number, ETag) in order; the object then has ``content_type``
+        and the ``sha256`` metadata."""
+
+    def abort(self) -> None:
+        """Abort; an upload already aborted or completed is no error. Raises JobError."""
+
+
+class Storage(Protocol):
+    """The writes an import makes. Every method raises ``JobError`` on failure."""
+
+    bucket: str
+    # Whether a failed run deletes the objects it wrote itself; brokered runs cannot
+    # (the channel grants writes only) and leave that to the operator.
+    deletes_own: bool
+
+    def put_file(self, key: str, path: Path, *, content_type: str, sha256: str) -> None:
+        """Store a small file as one object, with its final metadata."""
+
+    def create_multipart(
+        self,
+        key: str,
+        *,
+        parts: int | None,
+        content_type: str | None = None,
+        sha256: str | None = None,
+    ) -> MultipartTarget:
+        """Start a multipart upload of (about) ``parts`` parts, None: unknown; with the
+        final metadata when it is known already."""
+
+    def delete_own(self, key: str) -> None:
+        """Delete ``key`` if this attempt wrote it (only where ``deletes_own``)."""
+
+
+class DirectStorage:
+    """The pod's own S3 credentials, through a botocore client built in the background."""
+
+    deletes_own = True
+
+    def __init__(self, clients: ClientPromise, bucket: str) -> None:
+        self.clients = clients
+        self.bucket = bucket
+
+    def put_file(self, key: str, path: Path, *, content_type: str, sha256: str) -> None:
+        try:
+            put_small(
+                self.clients.get(), self.bucket, key, path,
+                content_type=content_type, sha256=sha256,
+            )  # fmt: skip
+        except boto_errors() as exc:
+            raise storage_failure(exc, f"writing s3://{self.bucket}/{key}") from None
+
+    def create_multipart(
+        self,
+        key: str,
+        *,
+        parts: int | None,
+        content_type: str | None = None,
+        sha256: str | None = None,
+    ) -> MultipartTarget:
+        # The attempt is in the metadata from the start: a cleanup may come before the
+        # final metadata is set (``replace_metadata``).
+        final = content_type is not None and sha256 is not None
+        args = (
+            object_args(content_type, sha256)
+            if content_type is not None and sha256 is not None
+            else {"Metadata": {ATTEMPT_KEY: ATTEMPT}}
+        )
+        try:
+            created = self.clients.get().create_multipart_upload(
+                Bucket=self.bucket, Key=key, **args
+            )
+        except boto_errors() as exc:
+            raise storage_failure(exc, "starting the multipart upload") from None
+        return _DirectMultipart(self, key, created["UploadId"], final_metadata=final)
+
+    def delete_own(self, key: str) -> None:
+        client = self.clients.get()
+        try:
+            head = client.head_object(Bucket=self.bucket, Key=key)
+        except boto_errors(JobError) as exc:
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return  # never created (or already gone)
+            raise
+        if head.get("Metadata", {}).get(ATTEMPT_KEY) != ATTEMPT:
+            log.info("left s3://%s/%s: another attempt wrote it", self.bucket, key)
+            return
+        client.delete_object(Bucket=self.bucket, Key=key)
+
+
+class _DirectMultipart:
+    def __init__(
+        self, storage: DirectStorage, key: str, upload_id: str, *, final_metadata: bool
+    ) -> None:
+        self.storage = storage
+        self.key = key
+        self.upload_id = upload_id
+        self.final_metadata = final_metadata
+
+    def upload_part(self, number: int, body: FileSlice) -> str:
+        try:
+            answer = self.storage.clients.get().upload_part(
+                Bucket=self.storage.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                PartNumber=number,
+                Body=body,  # type: ignore[arg-type]
+                ContentLength=len(body),
+            )
+        except boto_errors() as exc:
+            raise storage_failure(exc, f"uploading part {number}") from None
+        return answer["ETag"]
+
+    def complete(
+        self, parts: list[tuple[int, str]], *, size: int, content_type: str, sha256: str
+    ) -> None:
+        client, bucket = self.storage.clients.get(), self.storage.bucket
+        try:
+            client.complete_multipart_upload(
+                Bucket=bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                MultipartUpload={
+                    "Parts": [{"PartNumber": number, "ETag": etag} for number, etag in parts]
+                },
+            )
+        except boto_errors() as exc:
+            raise storage_failure(exc, "completing the multipart upload") from None
+        if self.final_metadata:
+            return
+        try:
+            replace_metadata(
+                client, bucket, self.key, size=size, content_type=content_type, sha256=sha256
+            )
+        except boto_errors() as exc:
+            raise storage_failure(exc, f"writing s3://{bucket}/{self.key}") from None
+
+    def abort(self) -> None:
+        try:
+            self.storage.clients.get().abort_multipart_upload(
+                Bucket=self.storage.bucket, Key=self.key, UploadId=self.upload_id
+            )
+        except boto_errors(JobError) as exc:
+            if _error_code(exc) == "NoSuchUpload":  # aborted (or completed) already
+                return
+            raise storage_failure(exc, "aborting the multipart upload") from None
+
+
 @dataclass
 class Written:
     """What this run created (or is creating) in S3, removed again when the run fails:
@@ -162,14 +334,19 @@ class Written:
     creation was cut short is deleted too (deleting a missing key is a no-op); but only
     an object this attempt wrote (its ``attempt`` metadata is ``ATTEMPT``): a newer
     attempt of the same import (another pod, the same keys) keeps what it stored.
-    Thread-safe: the media object and the thumbnail are stored concurrently.
+    Where the storage cannot delete (brokered), the objects are left to the operator,
+    which deletes what a failed import wrote. Thread-safe: the media object and the
+    thumbnail are stored concurrently.
     """
 
-    clients: ClientPromise
-    bucket: str
+    storage: Storage
     keys: list[str] = field(default_factory=list)
     uploads: list[StreamingUpload] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def bucket(self) -> str:
+        return self.storage.bucket
 
     def add(self, key: str) -> None:
         with self._lock:
@@ -195,20 +372,17 @@ class Written:
     def delete_all(self) -> None:
         with self._lock:
             keys, self.keys = self.keys, []
+        if not self.storage.deletes_own:
+            if keys:
+                log.info(
+                    "left %d key(s) of this run for the operator to delete: %s",
+                    len(keys), ", ".join(keys),
+                )  # fmt: skip
+            return
         for key in keys:
             try:
-                client = self.clients.get()
-                try:
-                    head = client.head_object(Bucket=self.bucket, Key=key)
-                except boto_errors(JobError) as exc:
-                    if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-                        continue  # never created (or already gone)
-                    raise
-                if head.get("Metadata", {}).get(ATTEMPT_KEY) != ATTEMPT:
-                    log.info("left s3://%s/%s: another attempt wrote it", self.bucket, key)
-                    continue
-                client.delete_object(Bucket=self.bucket, Key=key)
-            except boto_errors(JobError):
+                self.storage.delete_own(key)
+            except Exception:
                 log.exception("could not delete s3://%s/%s after a failure", self.bucket, key)
 
     def _uploads(self) -> list[StreamingUpload]:
@@ -297,49 +471,53 @@ class StreamingUpload:
 
     Nothing is sent for files up to ``SINGLE_PUT_LIMIT``: ``multipart`` stays
     False and the caller uses one PutObject with the final metadata instead.
-    Nothing here blocks the download: CreateMultipartUpload runs as the first
-    task of the worker pool and the part tasks wait for its upload id.
+    Nothing here blocks the download: creating the upload runs as the first
+    task of the worker pool and the part tasks wait for it.
     """
 
     def __init__(
         self,
-        client: ClientPromise,
-        bucket: str,
+        storage: Storage,
         key: str,
         path: Path,
         *,
         max_bytes: int,
         concurrency: int,
-        create_args: dict[str, Any] | None = None,
+        content_type: str | None = None,
+        sha256: str | None = None,
+        tracker: Tracker | None = None,
     ) -> None:
-        self.clients = client
-        self.bucket = bucket
+        self.storage = storage
+        self.bucket = storage.bucket
         self.key = key
         self.path = path
         self.max_bytes = max_bytes
         self.concurrency = concurrency
-        # The attempt is in the metadata from the start: a cleanup may come before the
-        # final metadata is set (``replace_metadata``).
-        self.create_args = create_args or {"Metadata": {ATTEMPT_KEY: ATTEMPT}}
+        # The final metadata when known up front (the key needed the probe).
+        self.content_type = content_type
+        self.sha256 = sha256
+        self.tracker = tracker
         self.part_size = part_size_for(max_bytes)
         self.expected: int | None = None
-        self.upload_id: Future[str] | None = None
+        self.target: Future[MultipartTarget] | None = None
         self.submitted = 0  # bytes [0, submitted) are queued as parts
-        self.futures: list[Future[CompletedPartTypeDef]] = []
+        self.sent = 0  # bytes of finished parts (progress)
+        self.futures: list[Future[tuple[int, str]]] = []
         self.executor: ThreadPoolExecutor | None = None
         self.fd: int | None = None
         self.cancelled = threading.Event()
         self._stop: Future[None] = Future()  # fails when cancelled: wakes ``complete``
+        self._sent_lock = threading.Lock()
         self.aborted = False
 
     @property
     def multipart(self) -> bool:
-        return self.upload_id is not None
+        return self.target is not None
 
     # -- Sink --------------------------------------------------------------------
 
     def expect(self, size: int | None) -> None:
-        if self.upload_id is not None:
+        if self.target is not None:
             return
         # Known size: the smallest part size that fits 10,000 parts; unknown:
         # sized for the largest file we accept.
@@ -350,7 +528,7 @@ class StreamingUpload:
 
     def written(self, offset: int) -> None:
         self._raise_failed_part()
-        if self.upload_id is None:
+        if self.target is None:
             if offset <= SINGLE_PUT_LIMIT:
                 return
             self._create()
@@ -360,25 +538,30 @@ class StreamingUpload:
     def restart(self) -> None:
         self.abort()
         self.submitted = 0
+        with self._sent_lock:
+            sent, self.sent = self.sent, 0
+        if self.tracker is not None:
+            self.tracker.upload_restarted(sent)
         self.expect(self.expected)
 
     # -- completion ----------------------------------------------------------------
 
     def finish(self, size: int) -> None:
         """The file is complete at ``size`` bytes: queue what is left (does not wait)."""
-        if self.upload_id is None:
+        if self.target is None:
             return
         while size - self.submitted > 0:
             self._submit(self.submitted, min(self.part_size, size - self.submitted))
 
-    def complete(self) -> None:
-        """Wait for every part and complete the upload: the object appears now.
+    def complete(self, *, size: int, content_type: str, sha256: str) -> None:
+        """Wait for every part and complete the upload: the object appears now, with
+        ``content_type`` and the ``sha256`` metadata.
 
         May run on another thread than the download; ``cancel`` (from any thread)
         makes it fail fast.
         """
-        assert self.upload_id is not None
-        pending: list[Future[Any]] = [self.upload_id, *self.futures]
+        assert self.target is not None
+        pending: list[Future[Any]] = [self.target, *self.futures]
         # ``cancel`` ends the wait too: parts still running (an S3 that stopped
         # answering) are not waited for then.
         wait([_settled(pending), self._stop], return_when=FIRST_COMPLETED)
@@ -387,17 +570,9 @@ class StreamingUpload:
             raise JobError(
                 FailureReason.UPLOAD_FAILED, "the multipart upload was cancelled", retryable=True
             )
-        parts = [future.result() for future in self.futures]
-        try:
-            self.clients.get().complete_multipart_upload(
-                Bucket=self.bucket,
-                Key=self.key,
-                UploadId=self.upload_id.result(),
-                MultipartUpload={"Parts": sorted(parts, key=lambda part: part["PartNumber"])},
-            )
-        except boto_errors() as exc:
-            raise storage_failure(exc, "completing the multipart upload") from None
-        self.upload_id = None
+        parts = sorted(future.result() for future in self.futures)
+        self.target.result().complete(parts, size=size, content_type=content_type, sha256=sha256)
+        self.target = None
         self._close()
 
     def cancel(self) -> None:
@@ -417,27 +592,24 @@ class StreamingUpload:
         it. Never raises."""
         self.cancel()
         self.send_abort()
-        tasks: list[Future[Any] | None] = [self.upload_id, *self.futures]
+        tasks: list[Future[Any] | None] = [self.target, *self.futures]
         running = [task for task in tasks if task is not None and not task.done()]
         if running:
             wait(running, timeout=timeout)
             self.send_abort()
-        self.upload_id = None
+        self.target = None
         if all(task.done() for task in running):
             self._close()  # else a part still reads the file: leave it to the process's end
 
     def send_abort(self) -> None:
         """Abort the multipart upload if it was created (again: a no-op). Never raises."""
-        upload = self.upload_id
-        if upload is None or not upload.done() or upload.cancelled() or upload.exception():
+        created = self.target
+        if created is None or not created.done() or created.cancelled() or created.exception():
             return
         try:
-            self.clients.get().abort_multipart_upload(
-                Bucket=self.bucket, Key=self.key, UploadId=upload.result()
-            )
-        except boto_errors(JobError) as exc:
-            if _error_code(exc) != "NoSuchUpload":  # aborted (or completed) already
-                log.exception("could not abort the multipart upload of %s", self.key)
+            created.result().abort()
+        except Exception:
+            log.exception("could not abort the multipart upload of %s", self.key)
             return
         if not self.aborted:
             self.aborted = True
@@ -455,30 +627,27 @@ class StreamingUpload:
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload-part")
         self.fd = os.open(self.path, os.O_RDONLY)
         self.futures = []
-        self.upload_id = self.executor.submit(self._create_upload)
+        parts = -(-self.expected // self.part_size) if self.expected is not None else None
+        self.target = self.executor.submit(self._create_upload, parts)
         log.info(
             "streaming s3://%s/%s in parts of %d MiB with %d workers",
             self.bucket, self.key, self.part_size // MiB, workers,
         )  # fmt: skip
 
-    def _create_upload(self) -> str:
-        try:
-            created = self.clients.get().create_multipart_upload(
-                Bucket=self.bucket, Key=self.key, **self.create_args
-            )
-        except boto_errors() as exc:
-            raise storage_failure(exc, "starting the multipart upload") from None
-        return created["UploadId"]
+    def _create_upload(self, parts: int | None) -> MultipartTarget:
+        return self.storage.create_multipart(
+            self.key, parts=parts, content_type=self.content_type, sha256=self.sha256
+        )
 
     def _submit(self, offset: int, length: int) -> None:
-        assert self.executor is not None and self.upload_id is not None
+        assert self.executor is not None and self.target is not None
         number = offset // self.part_size + 1
         self.futures.append(self.executor.submit(self._upload_part, number, offset, length))
         self.submitted = offset + length
 
-    def _upload_part(self, number: int, offset: int, length: int) -> CompletedPartTypeDef:
-        assert self.fd is not None and self.upload_id is not None
-        upload_id = self.upload_id.result()
+    def _upload_part(self, number: int, offset: int, length: int) -> tuple[int, str]:
+        assert self.fd is not None and self.target is not None
+        target = self.target.result()
         available = os.fstat(self.fd).st_size - offset
         if available < length:
             raise JobError(
@@ -486,21 +655,15 @@ class StreamingUpload:
                 f"part {number}: only {max(0, available)} of {length} bytes are in the file",
                 retryable=True,
             )
-        try:
-            answer = self.clients.get().upload_part(
-                Bucket=self.bucket,
-                Key=self.key,
-                UploadId=upload_id,
-                PartNumber=number,
-                Body=FileSlice(self.fd, offset, length, f"part {number}"),  # type: ignore[arg-type]
-                ContentLength=length,
-            )
-        except boto_errors() as exc:
-            raise storage_failure(exc, f"uploading part {number}") from None
-        return {"PartNumber": number, "ETag": answer["ETag"]}
+        etag = target.upload_part(number, FileSlice(self.fd, offset, length, f"part {number}"))
+        with self._sent_lock:
+            self.sent += length
+        if self.tracker is not None:
+            self.tracker.uploaded(length)
+        return number, etag
 
     def _raise_failed_part(self) -> None:
-        tasks: list[Future[Any] | None] = [self.upload_id, *self.futures]
+        tasks: list[Future[Any] | None] = [self.target, *self.futures]
         for future in tasks:
             if future is not None and future.done() and not future.cancelled():
                 exc = future.exception()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mediaimport_dev.s3server import S3Server
 from mediaimport_job import upload
-from mediaimport_job.upload import ClientPromise, Written, put_small
+from mediaimport_job.upload import ClientPromise, DirectStorage, Written, put_small
 
 
 def test_a_failed_run_leaves_another_attempts_object_alone(
@@ -17,7 +17,7 @@ def test_a_failed_run_leaves_another_attempts_object_alone(
     # attempt (another pod) stored the object under the same key.
     client.put_object(Bucket=s3_bucket, Key=key, Body=b"newer attempt",
                       Metadata={"attempt": "a-newer-pod"})
-    written = Written(ClientPromise(s3_server.client), s3_bucket)
+    written = Written(DirectStorage(ClientPromise(s3_server.client), s3_bucket))
     written.add(key)
     written.delete_all()
     assert client.get_object(Bucket=s3_bucket, Key=key)["Body"].read() == b"newer attempt"
@@ -30,7 +30,7 @@ def test_a_failed_run_deletes_what_it_wrote_itself(
     key = "media/user-1/asset/thumbnail.jpg"
     source = tmp_path / "thumbnail.jpg"
     source.write_bytes(b"ours")
-    written = Written(ClientPromise(s3_server.client), s3_bucket)
+    written = Written(DirectStorage(ClientPromise(s3_server.client), s3_bucket))
     written.add(key)
     put_small(client, s3_bucket, key, source, content_type="image/jpeg", sha256="00" * 32)
     stored = client.head_object(Bucket=s3_bucket, Key=key)

@@ -13,7 +13,7 @@ from mediaimport_job import pipeline, thumbnail, upload
 from mediaimport_job.config import parse_settings
 from mediaimport_job.errors import JobError
 from mediaimport_job.reasons import FailureReason
-from mediaimport_job.upload import ClientPromise, make_client
+from mediaimport_job.upload import ClientPromise, DirectStorage, make_client
 from support.jobrun import bucket_contents
 from support.media import MediaLibrary
 from support.origin import Origin
@@ -64,8 +64,9 @@ def test_a_thumbnail_failure_during_the_background_store_leaves_nothing(
     workdir = tmp_path / "work"
     workdir.mkdir()
     clients = ClientPromise(lambda: make_client(settings.upload_concurrency))
+    storage = DirectStorage(clients, s3_bucket)
     with pytest.raises(JobError, match=r"no frame \(test\)"):
-        pipeline.run(settings, pipeline.Workspace(workdir), clients)
+        pipeline.run(settings, pipeline.Workspace(workdir), storage)
     assert bucket_contents(s3, s3_bucket) == ([], [])
 
 
