@@ -210,6 +210,18 @@ def peek_expiry(token: str) -> int:
     return int(parts[2])
 
 
+def precheck(ring: KeyRing, token: str, *, now: float) -> None:
+    """Refuse what is malformed, says it has expired, or names a key the ring lacks, before
+    the import it may be for is looked up (``check`` proves the rest)."""
+    if peek_expiry(token) <= now:
+        raise CredentialRefused(Refusal.EXPIRED, "The credential has expired.")
+    key_id = token.split(".")[1]
+    if ring.key(key_id) is None:
+        raise CredentialRefused(Refusal.UNKNOWN_KEY,
+                                f"The credential was signed with a key this operator does not "
+                                f"hold ({key_id}).")
+
+
 def check(
     ring: KeyRing, token: str, *, namespace: str, name: str, uid: str, now: float
 ) -> None:

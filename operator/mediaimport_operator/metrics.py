@@ -60,18 +60,34 @@ IMPORT_LOCKS = Gauge(
     "Per-import locks the operator holds (imports being worked on or waited for).",
     registry=REGISTRY,
 )
-INVALID_RESULTS = Counter(
-    "mediaimport_invalid_results",
-    "Results of import pods that failed the checks (another bucket, a key outside the "
-    "import's prefix, missing objects or sizes, a pod not owned by its Job).",
-    registry=REGISTRY,
-)
 LOOP_ERRORS = Counter(
     "mediaimport_background_errors",
     "Failed rounds and ended tasks of the operator's background loops, by loop.",
     ["loop"],
     registry=REGISTRY,
 )
+
+# The per-import channel (channel.py).
+CHANNEL_REQUESTS = Counter(
+    "mediaimport_channel_requests",
+    "Requests of import pods to the channel, by endpoint and HTTP status code.",
+    ["endpoint", "code"],
+    registry=REGISTRY,
+)
+PROGRESS_WRITES = Counter(
+    "mediaimport_progress_writes",
+    "status.progress writes by result: written; finished (the import was no longer "
+    "Importing); dropped (too many in flight); failed.",
+    ["result"],
+    registry=REGISTRY,
+)
+INVALID_RESULTS = Counter(
+    "mediaimport_invalid_results",
+    "Results of import pods refused by the checks (InvalidResult): nothing of them was kept.",
+    registry=REGISTRY,
+)
+PROGRESS_WRITTEN, PROGRESS_FINISHED = "written", "finished"
+PROGRESS_DROPPED, PROGRESS_FAILED = "dropped", "failed"
 
 
 # Series that exist from the start, so that rate() and alerts see a zero, not nothing,
@@ -83,3 +99,5 @@ for _result in [*(o.value for o in UpsertOutcome), ROW_UNAVAILABLE, ROW_REJECTED
     ROW_WRITES.labels(_result)
 for _work in Work:
     RETRY_QUEUE.labels(_work.value)
+for _result in (PROGRESS_WRITTEN, PROGRESS_FINISHED, PROGRESS_DROPPED, PROGRESS_FAILED):
+    PROGRESS_WRITES.labels(_result)

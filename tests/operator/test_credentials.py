@@ -14,6 +14,7 @@ from mediaimport_operator.credentials import (
     check,
     mint,
     peek_expiry,
+    precheck,
 )
 
 KEY_1 = b"k" * 32
@@ -143,3 +144,17 @@ def test_a_broken_reload_keeps_the_keys_held(tmp_path: Path) -> None:
     clock[0] = 2.0
     ring.reload()
     check(ring, token, now=NOW, **A)
+
+
+def test_the_precheck_refuses_without_knowing_the_import() -> None:
+    ring = KeyRing({"1": KEY_1})
+    precheck(ring, mint(ring, expires_at=NOW + 60, **A), now=NOW)
+    cases = {
+        Refusal.MALFORMED: "not-a-credential",
+        Refusal.EXPIRED: mint(ring, expires_at=NOW, **A),
+        Refusal.UNKNOWN_KEY: mint(KeyRing({"7": KEY_2}), expires_at=NOW + 60, **A),
+    }
+    for reason, token in cases.items():
+        with pytest.raises(CredentialRefused) as caught:
+            precheck(ring, token, now=NOW)
+        assert caught.value.reason is reason
