@@ -60,6 +60,12 @@ IMPORT_LOCKS = Gauge(
     "Per-import locks the operator holds (imports being worked on or waited for).",
     registry=REGISTRY,
 )
+INVALID_RESULTS = Counter(
+    "mediaimport_invalid_results",
+    "Results of import pods that failed the checks (another bucket, a key outside the "
+    "import's prefix, missing objects or sizes, a pod not owned by its Job).",
+    registry=REGISTRY,
+)
 LOOP_ERRORS = Counter(
     "mediaimport_background_errors",
     "Failed rounds and ended tasks of the operator's background loops, by loop.",
@@ -79,11 +85,6 @@ PROGRESS_WRITES = Counter(
     "status.progress writes by result: written; finished (the import was no longer "
     "Importing); dropped (too many in flight); failed.",
     ["result"],
-    registry=REGISTRY,
-)
-INVALID_RESULTS = Counter(
-    "mediaimport_invalid_results",
-    "Results of import pods refused by the checks (InvalidResult): nothing of them was kept.",
     registry=REGISTRY,
 )
 PROGRESS_WRITTEN, PROGRESS_FINISHED = "written", "finished"
