@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import json
 import shutil
 from pathlib import Path
@@ -73,7 +75,9 @@ def test_default_kinds() -> None:
         "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRole",
         "ClusterRoleBinding", "ClusterRoleBinding",
         "Role", "Role", "RoleBinding", "RoleBinding",  # the Lease; the API's imports
-        "Deployment", "Deployment", "Service", "Service",  # operator metrics, API
+        # operator metrics and channel, API
+        "Deployment", "Deployment", "Service", "Service", "Service",
+        "Secret",  # the channel's keys
         "PodDisruptionBudget", "PodDisruptionBudget",
         "Pod",  # the helm test hook
         "Lease",  # the operator's: the chart's object, so that uninstall removes it
@@ -90,7 +94,9 @@ def test_the_lease_is_the_one_the_operator_takes() -> None:
     role = only(docs, "Role", "mediaimport-operator-leader")
     named = [r for r in role["rules"] if r.get("resourceNames")]
     assert named == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                      "resourceNames": [lease["metadata"]["name"]], "verbs": ["get", "update"]}]
+                      "resourceNames": [lease["metadata"]["name"]], "verbs": ["get", "update"]},
+                     {"apiGroups": [""], "resources": ["services"],
+                      "resourceNames": ["mediaimport-operator-channel"], "verbs": ["get"]}]
 
 
 def test_the_api_needs_the_database() -> None:
@@ -314,9 +320,16 @@ def test_monitors_and_network_policies() -> None:
     assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
     assert [p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
             for p in rule["from"]] == ["ingress-nginx", "monitoring"]
-    (rule,) = policies["mediaimport-operator"]["spec"]["ingress"]
+    rule, channel = policies["mediaimport-operator"]["spec"]["ingress"]
     assert [p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
             for p in rule["from"]] == ["monitoring"]
+    # The channel: import pods of any namespace, and no one else.
+    assert channel == {
+        "ports": [{"port": "channel", "protocol": "TCP"}],
+        "from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {
+            "app.kubernetes.io/component": "import-job",
+            "app.kubernetes.io/managed-by": "mediaimport-operator"}}}],
+    }
 
 
 def test_aggregated_roles_for_namespace_users() -> None:
@@ -339,7 +352,8 @@ def test_minimal_scenario_is_the_operator_alone() -> None:
     docs = render([CI / "minimal-values.yaml"])
     assert kinds(docs) == sorted([
         "ServiceAccount", "ClusterRole", "ClusterRole", "ClusterRoleBinding",
-        "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service", "Pod", "Lease"])
+        "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service", "Service",
+        "Secret", "Pod", "Lease"])
     pod = only(docs, "Deployment")["spec"]["template"]["spec"]
     assert "topologySpreadConstraints" not in pod
     test_pod = only(docs, "Pod")
@@ -456,3 +470,50 @@ def test_notes(values: Path | None, expected: list[str], absent: list[str]) -> N
         assert part in text, part
     for part in absent:
         assert part not in text, part
+
+
+def test_the_channel_is_served_keyed_and_reached_by_cluster_ip() -> None:
+    docs = render()
+    service = only(docs, "Service", "mediaimport-operator-channel")
+    assert service["spec"]["ports"] == [
+        {"name": "channel", "port": 8081, "targetPort": "channel", "protocol": "TCP"}]
+    deployment = only(docs, "Deployment", "mediaimport-operator")
+    operator = env(deployment)
+    assert operator["MEDIAIMPORT_CHANNEL_SERVICE"] == "mediaimport-operator-channel"
+    assert operator["MEDIAIMPORT_STORAGE_ACCESS"] == "brokered"
+    assert operator["MEDIAIMPORT_CHANNEL_PORT"] == "8081"
+    ports = container(deployment)["ports"]
+    assert {"name": "channel", "containerPort": 8081, "protocol": "TCP"} in ports
+    keys_dir = operator["MEDIAIMPORT_CHANNEL_KEYS_DIR"]
+    mount = next(m for m in container(deployment)["volumeMounts"] if m["mountPath"] == keys_dir)
+    assert mount["readOnly"] is True
+    volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"]
+                  if v["name"] == mount["name"])
+    secret = only(docs, "Secret", volume["secret"]["secretName"])
+    (key_id, value), = secret["data"].items()
+    assert key_id == "1" and len(base64.b64decode(value)) == 64
+    # Another install renders another key: nobody shares one.
+    assert only(render(), "Secret", secret["metadata"]["name"])["data"]["1"] != value
+
+
+def test_a_new_key_generation_signs_and_your_own_secret_replaces_the_charts() -> None:
+    (key_id,) = only(render(sets=["operator.channel.keyGeneration=2"]), "Secret",
+                     "mediaimport-operator-channel")["data"]
+    assert key_id == "2"
+    own = render(sets=["operator.channel.existingSecret=my-keys"])
+    assert not [d for d in own if d["kind"] == "Secret"]
+    volumes = only(own, "Deployment", "mediaimport-operator")["spec"]["template"]["spec"][
+        "volumes"]
+    assert {"name": "channel-keys", "secret": {"secretName": "my-keys"}} in volumes
+
+
+def test_brokered_operator_reads_the_one_s3_secret_name_and_credentials_mode_none() -> None:
+    def secret_rules(sets: list[str]) -> list[dict[str, object]]:
+        role = only(render(sets=sets), "ClusterRole", "mediaimport-operator")
+        return [r for r in role["rules"] if "secrets" in r["resources"]]
+
+    assert secret_rules([]) == [{"apiGroups": [""], "resources": ["secrets"],
+                                 "resourceNames": ["mediaimport-s3"], "verbs": ["get"]}]
+    assert secret_rules(["job.storageAccess=credentials"]) == []
+    assert secret_rules(["s3.existingSecret="]) == []  # the operator's own identity
+    refused(sets=["job.storageAccess=keys"])
