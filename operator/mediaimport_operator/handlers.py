@@ -17,15 +17,19 @@ from typing import Any, cast
 import aiohttp
 import kopf
 
+from .channel import ChannelServer
 from .db import Database, DatabaseError
 from .events import EventPoster
 from .imports import Imports, loops
-from .jobs import MANAGED_BY
+from .jobs import MANAGED_BY, ChannelGrant
 from .kube import ApiError, Fenced, Json, Kube
+from .model import MediaImport
 from .reconcile import Reconciler, RetryLater
 from .retries import RetryQueue, Work
 from .settings import Settings
+from .storage import Scope, Storage
 from .supervisor import Supervisor, repeat
+from .verify import ResultVerifier
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,7 @@ class Runtime:
     supervisor: Supervisor
     poster: EventPoster
     imports: Imports
+    channel: ChannelServer | None = None
 
 
 def build_runtime(settings: Settings, supervisor: Supervisor) -> Runtime:
@@ -69,12 +74,29 @@ def build_runtime(settings: Settings, supervisor: Supervisor) -> Runtime:
     poster = EventPoster(kube, component="mediaimport-operator", instance=settings.identity,
                          level=logging.getLevelName(settings.event_level))
     retries = RetryQueue(base=settings.record_retry_interval, cap=settings.retry_max_interval)
+    channel = ChannelServer.from_settings(settings) if settings.channel_keys_dir else None
+    # Results are checked against the stored objects whichever way they arrive.
+    storage = channel.storage if channel else Storage.from_settings(settings, kube)
+    verifier = channel.verifier if channel else ResultVerifier(storage, settings)
     reconciler = Reconciler(settings=settings, kube=kube, db=db, post_event=poster.post,
-                            retries=retries)
+                            retries=retries, judge=verifier.refusal)
+    if channel is not None:
+        reconciler.grant = functools.partial(_grant, channel)
+    if settings.storage_access == "brokered":
+        # Brokered pods cannot delete: what a failed import stored goes with the operator.
+        reconciler.discard = functools.partial(_discard, storage, settings)
     imports = Imports(settings=settings, kube=kube, db=db, rec=reconciler, poster=poster,
                       expected=EXPECTED)
     return Runtime(settings=settings, kube=kube, db=db, reconciler=reconciler,
-                   supervisor=supervisor, poster=poster, imports=imports)
+                   supervisor=supervisor, poster=poster, imports=imports, channel=channel)
+
+
+def _grant(channel: ChannelServer, mi: MediaImport) -> ChannelGrant:
+    return ChannelGrant(url=channel.import_url(mi), token=channel.credential_for(mi))
+
+
+async def _discard(storage: Storage, settings: Settings, mi: MediaImport) -> int:
+    return await storage.delete_prefix(Scope.of(mi, settings))
 
 
 def _configure_kopf(settings: kopf.OperatorSettings, ours: Settings) -> None:

@@ -91,6 +91,10 @@ async def run(settings: Settings) -> int:
     )
     await health.start()
     log.info("health and metrics server listening", extra={"port": health.port})
+    if runtime.channel is not None:
+        # Every replica serves the channel, standbys too: import pods reach whichever the
+        # Service picks, and an import outlives a change of leader.
+        await runtime.channel.start()
     try:
         if elector is not None:
             await elector.acquire()
@@ -121,6 +125,8 @@ async def run(settings: Settings) -> int:
         await supervisor.stop()
         if elector is not None and not ended:
             await elector.release()
+        if runtime.channel is not None:
+            await runtime.channel.stop()
         await health.stop()
         await runtime.kube.close()
     return 1 if ended else 0
@@ -139,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from(sys.argv[1:] if argv is None else argv)
     except ValidationError as error:
         print(f"mediaimport-operator: invalid settings: {error}", file=sys.stderr)
+        return 2
+    if settings.storage_access == "brokered" and not settings.channel_keys_dir:
+        print("mediaimport-operator: invalid settings: storage_access brokered needs the "
+              "channel's keys (channel_keys_dir; the chart mounts them), or set "
+              "storage_access to credentials", file=sys.stderr)
         return 2
     _configure_logging(settings)
     allow_kubernetes_nesting()

@@ -507,13 +507,14 @@ def test_a_new_key_generation_signs_and_your_own_secret_replaces_the_charts() ->
     assert {"name": "channel-keys", "secret": {"secretName": "my-keys"}} in volumes
 
 
-def test_brokered_operator_reads_the_one_s3_secret_name_and_credentials_mode_none() -> None:
+def test_the_operator_reads_the_one_s3_secret_name_and_only_that() -> None:
     def secret_rules(sets: list[str]) -> list[dict[str, object]]:
         role = only(render(sets=sets), "ClusterRole", "mediaimport-operator")
         return [r for r in role["rules"] if "secrets" in r["resources"]]
 
     assert secret_rules([]) == [{"apiGroups": [""], "resources": ["secrets"],
                                  "resourceNames": ["mediaimport-s3"], "verbs": ["get"]}]
-    assert secret_rules(["job.storageAccess=credentials"]) == []
+    # It checks every result's objects in credentials mode too.
+    assert secret_rules(["job.storageAccess=credentials"]) == secret_rules([])
     assert secret_rules(["s3.existingSecret="]) == []  # the operator's own identity
     refused(sets=["job.storageAccess=keys"])
