@@ -303,7 +303,7 @@ class ChannelServer:
     ) -> web.StreamResponse:
         route = request.match_info.route.name or "unknown"
         where = {"endpoint": route, "namespace": request.match_info.get("namespace"),
-                 "name": request.match_info.get("name")}
+                 "mediaimport": request.match_info.get("name")}
         try:
             response = await handler(request)
         except _Refused as refused:
@@ -443,12 +443,12 @@ class ChannelServer:
                 self._gate.forget(key)
                 return
             metrics.PROGRESS_WRITES.labels(metrics.PROGRESS_FAILED).inc()
-            log.warning("progress not written", extra={"namespace": namespace, "name": name,
+            log.warning("progress not written", extra={"namespace": namespace, "mediaimport": name,
                                                        "error": str(error)})
             return
         except (OSError, TimeoutError, aiohttp.ClientError) as error:
             metrics.PROGRESS_WRITES.labels(metrics.PROGRESS_FAILED).inc()
-            log.warning("progress not written", extra={"namespace": namespace, "name": name,
+            log.warning("progress not written", extra={"namespace": namespace, "mediaimport": name,
                                                        "error": f"{type(error).__name__}"})
             return
         metrics.PROGRESS_WRITES.labels(metrics.PROGRESS_WRITTEN).inc()
@@ -462,7 +462,7 @@ class ChannelServer:
             Scope.of(mi, self.settings), body.key, content_type=body.contentType,
             sha256=body.sha256, content_length=body.contentLength))
         log.debug("PutObject signed", extra={"namespace": mi.ref.namespace,
-                                             "name": mi.ref.name, "key": body.key})
+                                             "mediaimport": mi.ref.name, "key": body.key})
         return web.json_response(signed.model_dump())
 
     async def _multipart(self, request: web.Request) -> web.Response:
@@ -472,7 +472,7 @@ class ChannelServer:
         upload_id = await self._storage(
             self.storage.create_multipart(Scope.of(mi, self.settings), body.key))
         log.info("multipart upload created", extra={"namespace": mi.ref.namespace,
-                                                    "name": mi.ref.name, "key": body.key})
+                                                    "mediaimport": mi.ref.name, "key": body.key})
         return web.json_response(MultipartCreated(uploadId=upload_id).model_dump())
 
     async def _parts(self, request: web.Request) -> web.Response:
@@ -492,7 +492,7 @@ class ChannelServer:
             Scope.of(mi, self.settings), body.key, upload_id=body.uploadId, parts=body.parts,
             content_type=body.contentType, sha256=body.sha256))
         log.info("multipart upload completed",
-                 extra={"namespace": mi.ref.namespace, "name": mi.ref.name, "key": body.key,
+                 extra={"namespace": mi.ref.namespace, "mediaimport": mi.ref.name, "key": body.key,
                         "size": head.size})
         return web.json_response({"key": body.key, "size": head.size})
 
@@ -508,7 +508,7 @@ class ChannelServer:
     async def _result(self, request: web.Request) -> web.Response:
         mi = await self._authorized(request, fresh=True)
         submission = await self._parse(request, ResultSubmission)
-        where = {"namespace": mi.ref.namespace, "name": mi.ref.name,
+        where = {"namespace": mi.ref.namespace, "mediaimport": mi.ref.name,
                  "pod": submission.pod.name}
         await self._check_sender(mi, submission)
         result = submission.result
