@@ -63,7 +63,7 @@ from pydantic import BaseModel, ValidationError
 from . import metrics
 from .credentials import CredentialRefused, KeyRing, Refusal, check, mint, precheck
 from .events import EventPoster
-from .jobs import job_name
+from .jobs import ChannelGrant, job_name
 from .kube import ApiError, Json, Kube, job_path, mediaimport_path, pods_path
 from .model import MediaImport, Phase
 from .owners import sender_problem
@@ -247,6 +247,7 @@ class ChannelServer:
         log.info("channel listening", extra={"port": self.port, "url": self._url})
 
     async def stop(self) -> None:
+        """Stop serving; the channel's own Kubernetes client is closed too."""
         for handle in self._flushes.values():
             handle.cancel()
         self._flushes.clear()
@@ -294,6 +295,16 @@ class ChannelServer:
                                        now=self._wall() if now is None else now)
         return mint(self.ring, namespace=mi.ref.namespace, name=mi.ref.name, uid=mi.ref.uid,
                     expires_at=expires_at)
+
+    def grant(self, mi: MediaImport) -> ChannelGrant:
+        """What ``mi``'s Job gets: its endpoints' URL and its credential."""
+        return ChannelGrant(url=self.import_url(mi), token=self.credential_for(mi))
+
+    async def discard(self, mi: MediaImport) -> int:
+        """Delete what ``mi``'s pods stored under its prefix (a failed import: brokered
+        pods cannot delete), aborting its unfinished uploads; how many objects went."""
+        deleted: int = await self.storage.delete_prefix(Scope.of(mi, self.settings))
+        return deleted
 
     # -- every request ---------------------------------------------------------------
     @web.middleware

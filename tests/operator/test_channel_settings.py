@@ -3,15 +3,20 @@ patch that can never touch a finished import."""
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pytest
 from mediaimport_operator.channel import (
     ChannelConfigError,
+    ChannelServer,
     credential_expiry,
     precondition_failed,
     public_url,
     status_patch,
 )
+from mediaimport_operator.credentials import CredentialRefused, KeyRing, check, peek_expiry
 from mediaimport_operator.kube import ApiError
+from mediaimport_operator.model import MediaImport
 from mediaimport_operator.settings import Settings
 
 SERVICE = {"spec": {"clusterIP": "10.96.0.20",
@@ -60,3 +65,29 @@ def test_a_failed_test_is_told_from_a_schema_refusal() -> None:
     assert precondition_failed(failed_test)
     assert not precondition_failed(schema)
     assert not precondition_failed(ApiError("PATCH", "/x", 500, "boom"))
+
+
+def test_a_grant_is_the_imports_url_and_a_credential_for_it_alone() -> None:
+    settings = Settings(channel_url="http://10.96.0.20:8081", deadline_video=1800,
+                        job_termination_grace_period_seconds=60, channel_credential_margin=300)
+    ring = KeyRing({"1": b"k" * 32})
+    # Minting and resolving a URL make no request: no Kubernetes client or S3 is needed.
+    server = ChannelServer(settings, ring=ring, kube=cast(Any, None), storage=cast(Any, None),
+                           wall=lambda: 1_000_000.0)
+    server._url = public_url(settings, port=0)
+    mi = MediaImport.from_body({
+        "metadata": {"namespace": "media", "name": "sunset", "uid": "uid-1"},
+        "spec": {"url": "https://example.com/a.mp4", "userId": "user-1", "type": "video"},
+    })
+    grant = server.grant(mi)
+    assert grant.url == "http://10.96.0.20:8081/v1/imports/media/sunset"
+    assert grant.token not in repr(grant)
+    assert peek_expiry(grant.token) == 1_000_000 + 1800 + 60 + 300
+    check(ring, grant.token, namespace="media", name="sunset", uid="uid-1", now=1_000_000.0)
+    with pytest.raises(CredentialRefused):
+        check(ring, grant.token, namespace="media", name="sunset", uid="uid-2", now=1_000_000.0)
+
+
+def test_no_keys_no_channel() -> None:
+    with pytest.raises(ChannelConfigError, match="channel_keys_dir"):
+        ChannelServer.from_settings(Settings(channel_keys_dir=None))
