@@ -243,8 +243,9 @@ def run(
             tracker.set_phase("uploading")
             store()
         thumbnail_key = _thumbnail(
-            settings, workspace, storage, written=written, tracker=tracker, probed=probed
-        )
+            settings, workspace, storage, written=written, tracker=tracker, probed=probed,
+            storing=storing,
+        )  # fmt: skip
         if storing is not None:
             storing.result()
         log.info("stored s3://%s/%s", settings.bucket, key)
@@ -282,8 +283,12 @@ def _thumbnail(
     written: Written,
     tracker: Tracker,
     probed: Probed,
+    storing: Future[None] | None,
 ) -> str | None:
-    """Render and store the thumbnail (of a file with pictures); returns its key."""
+    """Render and store the thumbnail (of a file with pictures); returns its key.
+
+    Not stored when storing the media has failed meanwhile: a brokered run could not
+    delete it again."""
     from . import thumbnail  # noqa: PLC0415 - see warm_up
 
     if probed.video_stream is None:
@@ -301,6 +306,8 @@ def _thumbnail(
         on_fraction=tracker.render_fraction,
     )
     tracker.set_phase("uploading")
+    if storing is not None and storing.done():
+        storing.result()  # raises its failure
     thumbnail_size = thumb.stat().st_size
     tracker.expect_upload((tracker.bytes_total or 0) + thumbnail_size)
     key = f"{settings.key_prefix}/{filenames.THUMBNAIL_NAME}"
@@ -354,7 +361,8 @@ def clean_up(written: Written, storing: Future[None] | None, budget: float) -> N
         return
     log.warning(
         "the cleanup did not finish within %.0f s; S3 may keep an incomplete upload or "
-        "an object of this run", budget,
+        "an object of this run",
+        budget,
     )
 
 

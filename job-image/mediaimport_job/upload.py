@@ -550,6 +550,7 @@ class StreamingUpload:
         """The file is complete at ``size`` bytes: queue what is left (does not wait)."""
         if self.target is None:
             return
+        self._raise_failed_part()
         while size - self.submitted > 0:
             self._submit(self.submitted, min(self.part_size, size - self.submitted))
 

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from mediaimport_dev.s3server import S3Server
+from support.channel_server import ChannelServer, ImportChannel
+from support.channel_server import serve as serve_channel
 from support.jobrun import JobRun, JobRunner, bucket_contents
 from support.media import MediaLibrary
 from support.origin import Origin, serve
@@ -39,6 +41,19 @@ def forbidden_origin() -> Iterator[Origin]:
 @pytest.fixture
 def run_job(s3_server: S3Server, s3_bucket: str, tmp_path: Path) -> JobRunner:
     return JobRunner(s3_server, s3_bucket, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def channel_server(s3_server: S3Server) -> Iterator[ChannelServer]:
+    """The test channel (standing in for the operator's), signing for the S3 server."""
+    with serve_channel(s3_server) as server:
+        yield server
+
+
+@pytest.fixture
+def channel(channel_server: ChannelServer, s3_bucket: str) -> ImportChannel:
+    """One import on the test channel: its prefix is run_job's default."""
+    return channel_server.register(s3_bucket, "media/user-1/asset-1")
 
 
 @pytest.fixture

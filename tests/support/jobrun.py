@@ -71,6 +71,7 @@ class JobRunner:
         self.bucket = bucket
         self.tmp_path = tmp_path
         self.runs = 0
+        self.last_env: dict[str, str] = {}
 
     def command(
         self, url: str | None, *args: str, prefix: str = "media/user-1/asset-1"
@@ -84,7 +85,9 @@ class JobRunner:
     def start(
         self, url: str | None, *args: str, env: dict[str, str] | None = None,
         prefix: str = "media/user-1/asset-1", raw: list[str] | None = None,
+        unset: tuple[str, ...] = (),
     ) -> tuple[subprocess.Popen[str], Path, Path]:  # fmt: skip
+        """Start the job; ``unset`` drops variables by name prefix (e.g. ``AWS_``)."""
         self.runs += 1
         workdir = self.tmp_path / f"run-{self.runs}"
         (workdir / "tmp").mkdir(parents=True)
@@ -92,9 +95,13 @@ class JobRunner:
         command = raw if raw is not None else self.command(url, *args, prefix=prefix)
         if raw is None:
             command += ["--result-file", str(result_file)]
+        environment = job_env(self.s3, workdir, **(env or {}))
+        for name in [name for name in environment if unset and name.startswith(unset)]:
+            del environment[name]
+        self.last_env = environment
         process = subprocess.Popen(
             command,
-            env=job_env(self.s3, workdir, **(env or {})),
+            env=environment,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
