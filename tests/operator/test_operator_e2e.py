@@ -105,8 +105,17 @@ def test_video_import_becomes_ready_and_everything_agrees(env: Env) -> None:
     # kubectl shows the columns.
     table = kubectl(env.plane, "get", "mi", "-n", env.namespace, name).stdout
     header, line = table.splitlines()
-    assert header.split() == ["NAME", "TYPE", "PHASE", "SIZE", "DURATION", "AGE"]
-    assert line.split()[:4] == [name, "video", "Ready", str(len(data))]
+    assert header.split() == ["NAME", "TYPE", "PHASE", "PROGRESS", "SIZE", "DURATION", "AGE"]
+    assert line.split()[:5] == [name, "video", "Ready", "100%", str(len(data))]
+    # Brokered: the pod held no S3 credential, only its import's channel.
+    (pod,) = [p for p in env.pods() if p["metadata"]["labels"].get(
+        "mediaimport.dev/import-uid") == uid]
+    (container,) = pod["spec"]["containers"]
+    assert "envFrom" not in container
+    names = {item["name"] for item in container["env"]}
+    assert not {n for n in names if n.startswith("AWS_")}
+    assert {"MEDIAIMPORT_CHANNEL_URL", "MEDIAIMPORT_CHANNEL_TOKEN"} <= names
+    assert status["progress"]["percent"] == 100
     wide = kubectl(env.plane, "get", "media", "-n", env.namespace, name, "-o", "wide").stdout
     header, line = wide.splitlines()
     assert header.split()[-3:] == ["REASON", "ASSET", "JOB"]
