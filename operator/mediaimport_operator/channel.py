@@ -64,7 +64,7 @@ from . import metrics
 from .credentials import CredentialRefused, KeyRing, Refusal, check, mint, precheck
 from .events import EventPoster
 from .jobs import ChannelGrant, job_name
-from .kube import ApiError, Json, Kube, job_path, mediaimport_path, pods_path
+from .kube import ApiError, Json, Kube, job_path, mediaimport_path, pods_path, service_path
 from .model import MediaImport, Phase
 from .owners import sender_problem
 from .progress import ImportKey, ProgressGate
@@ -269,8 +269,7 @@ class ChannelServer:
         service = None
         if not self.settings.channel_url and self.settings.channel_service:
             namespace = os.environ.get("POD_NAMESPACE") or "default"
-            service = await self.kube.get(
-                f"/api/v1/namespaces/{namespace}/services/{self.settings.channel_service}")
+            service = await self.kube.get(service_path(namespace, self.settings.channel_service))
         return public_url(self.settings, port=self.port, service=service)
 
     @property
@@ -557,7 +556,7 @@ class ChannelServer:
         namespace = mi.ref.namespace
         try:
             pod, job = await asyncio.gather(
-                self.kube.get(f"{pods_path(namespace)}/{submission.pod.name}"),
+                self.kube.get(pods_path(namespace, submission.pod.name)),
                 self.kube.get(job_path(namespace, job_name(mi))))
         except _UNAVAILABLE as error:
             raise _Refused(503, "Unavailable",

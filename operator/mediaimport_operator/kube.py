@@ -320,8 +320,17 @@ def job_path(namespace: str, name: str | None = None) -> str:
     return f"{base}/{name}" if name else base
 
 
-def pods_path(namespace: str) -> str:
-    return f"/api/v1/namespaces/{namespace}/pods"
+def pods_path(namespace: str, name: str | None = None) -> str:
+    base = f"/api/v1/namespaces/{namespace}/pods"
+    return f"{base}/{name}" if name else base
+
+
+def secret_path(namespace: str, name: str) -> str:
+    return f"/api/v1/namespaces/{namespace}/secrets/{name}"
+
+
+def service_path(namespace: str, name: str) -> str:
+    return f"/api/v1/namespaces/{namespace}/services/{name}"
 
 
 def events_path(namespace: str) -> str:

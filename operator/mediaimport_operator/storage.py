@@ -41,7 +41,7 @@ from mediaimport_job.channel_protocol import (
 from mediaimport_job.upload import replace_metadata
 
 from .jobs import key_prefix
-from .kube import ApiError, Json, Kube
+from .kube import ApiError, Json, Kube, secret_path
 from .model import MediaImport
 from .settings import Settings
 
@@ -276,9 +276,8 @@ class NamespaceSecrets:
             return await self._refresh(namespace, cached)
 
     async def _refresh(self, namespace: str, cached: _Cached | None) -> S3Client:
-        path = f"/api/v1/namespaces/{namespace}/secrets/{self._name}"
         try:
-            secret = await self._kube.get(path)
+            secret = await self._kube.get(secret_path(namespace, self._name))
         except (ApiError, OSError, TimeoutError) as error:
             if cached is not None:  # the API server is away: the last credentials still sign
                 log.warning("S3 Secret not read again; the cached one stays",

@@ -27,7 +27,12 @@ PATHS = {
     "pods_path": ("", "pods"),
     "lease_path": ("coordination.k8s.io", "leases"),
     "events_path": ("", "events"),
+    "secret_path": ("", "secrets"),
+    "service_path": ("", "services"),
 }
+# Objects the operator reads by one name only, and the chart's name of each (the S3 Secret
+# in the imports' namespaces; the channel's Service in the release namespace).
+NAMED = {"leases": LEASE, "secrets": "mediaimport-s3", "services": "mediaimport-operator-channel"}
 HTTP = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete",
         "WATCH": "watch"}
 # What each Kube method sends (checked against kube.py below): create reads the existing
@@ -144,7 +149,7 @@ def owner_reference_grants() -> set[Grant]:
 
 
 def derived(*, namespaced: bool) -> set[Grant]:
-    grants = {(group, resource, verb, LEASE if named and resource == "leases" else None)
+    grants = {(group, resource, verb, NAMED.get(resource) if named else None)
               for group, resource, verb, named in client_calls()}
     grants |= kopf_grants() | owner_reference_grants() | KOPF_ALWAYS
     if namespaced:
@@ -202,6 +207,9 @@ def test_the_derivation_sees_the_calls_that_matter() -> None:
     assert ("mediaimport.dev", "mediaimports", "list", False) in calls  # the paged listing
     assert ("mediaimport.dev", "mediaimports", "watch", False) in calls
     assert ("", "events", "create", False) in calls
+    assert ("", "pods", "get", True) in calls  # a result is accepted from the Job's own pod
+    assert ("", "secrets", "get", True) in calls  # brokered uploads are signed with it
+    assert ("", "services", "get", True) in calls  # the channel's cluster IP
     assert ("batch", "jobs", "watch", None) in kopf_grants()
 
 
@@ -218,7 +226,9 @@ def test_lease_rights_are_limited_to_the_lease() -> None:
     role = only(render(), "Role", "mediaimport-operator-leader")
     named = [r for r in role["rules"] if r.get("resourceNames")]
     assert named == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                      "resourceNames": [LEASE], "verbs": ["get", "update"]}]
+                      "resourceNames": [LEASE], "verbs": ["get", "update"]},
+                     {"apiGroups": [""], "resources": ["services"],
+                      "resourceNames": ["mediaimport-operator-channel"], "verbs": ["get"]}]
     # create cannot be limited by name: the object does not exist yet.
     unnamed = [r for r in role["rules"] if not r.get("resourceNames")]
     assert unnamed == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
