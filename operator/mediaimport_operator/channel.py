@@ -233,7 +233,11 @@ class ChannelServer:
             app.router.add_post(base + path, handler, name=path.replace("/", "."))
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.channel_host, self.settings.channel_port)
+        # reuse_port: replicas that share a host (a node's host network, or the tests'
+        # processes) share the port; the kernel spreads connections over them as a Service
+        # spreads them over pods.
+        site = web.TCPSite(self._runner, self.settings.channel_host, self.settings.channel_port,
+                           reuse_port=True)
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []
         if sockets:
