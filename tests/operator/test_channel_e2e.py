@@ -23,6 +23,7 @@ from mediaimport_dev.controlplane import ControlPlane
 from mediaimport_dev.kube import Json
 from mediaimport_dev.kube import Kube as AdminKube
 from mediaimport_dev.s3server import S3Server
+from mediaimport_job.channel_protocol import STATUS_INTERVAL_S
 from mediaimport_job.result import MediaInfo, ReadyResult
 from mediaimport_operator.channel import ChannelServer
 from mediaimport_operator.credentials import KeyRing
@@ -276,6 +277,18 @@ def test_progress_reaches_the_status_and_never_goes_backwards(world: World) -> N
     assert (bad.status_code, bad.json()["reason"]) == (422, "Invalid")
 
 
+def test_a_report_held_back_by_the_interval_is_written_when_it_is_up(world: World) -> None:
+    mi = world.create()
+    started = time.monotonic()
+    assert world.post(mi, "progress", report(percent=10)).status_code == 204
+    assert world.post(mi, "progress", report(percent=20)).status_code == 204
+    eventually(lambda: (world.status(mi).get("progress") or {}).get("percent") == 10,
+               timeout=10, what="the first report")
+    eventually(lambda: world.status(mi)["progress"]["percent"] == 20, timeout=10,
+               what="the held-back report")
+    assert time.monotonic() - started >= STATUS_INTERVAL_S - 0.1
+
+
 def test_a_late_report_never_touches_a_finished_import(make_world: MakeWorld) -> None:
     # The channel's lookup says "Importing" for a minute: only the status patch's test of
     # the phase stands between the report and the finished import.
@@ -464,3 +477,12 @@ def test_a_result_that_fails_its_checks_writes_nothing(world: World, case: str,
 
 def test_the_health_endpoint_answers(world: World) -> None:
     assert requests.get(f"{world.server.url}/healthz", timeout=5).json() == {"status": "ok"}
+    mi = world.create()
+    unknown = world.post(mi, "uploads/delete", {})
+    assert (unknown.status_code, unknown.json()["reason"]) == (404, "Not Found")
+    wrong_method = requests.get(f"{world.server.url}/v1/imports/{mi.ref.namespace}/"
+                                f"{mi.ref.name}/progress", timeout=5)
+    assert wrong_method.status_code == 405 and "message" in wrong_method.json()
+    counted = REGISTRY.get_sample_value("mediaimport_channel_requests_total",
+                                        {"endpoint": "healthz", "code": "200"})
+    assert counted is not None and counted >= 1
