@@ -17,7 +17,13 @@ What it does (issue 2, "Benchmark — bench/"):
   median wall time; the peak RSS of the job's whole process tree (ffmpeg children included) is
   sampled every 20 ms;
 * times the job's own probe + thumbnail on the local 1080p file, and its own download + SHA-256
-  from an unpaced loopback origin.
+  from an unpaced loopback origin;
+* runs the job a second way in the same loop: **brokered** (``MEDIAIMPORT_STORAGE=brokered``,
+  no AWS_* variables; every write through presigned URLs from a channel server, the tests'
+  stand-in for the operator's, that presigns for the same paced link), so ``direct_100mb_s``
+  and ``brokered_100mb_s`` come from the same conditions;
+* measures the job's CPU (user + sys, from /proc before the process is reaped) per small
+  import (a ~2 s 640x360 clip), direct and brokered, with and without its ffprobe/ffmpeg.
 
 It prints per-run details (with a transfer timeline from the origin's and the link's logs: when
 the download and the upload started and ended, which shows whether they overlap), a table of
@@ -56,6 +62,10 @@ import requests
 from botocore.config import Config
 from mediaimport_dev.s3server import S3Server
 
+# The channel server the job tests use stands in for the operator's channel here too.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from support.channel_server import ChannelServer
+
 RATE = 25 * sup.MB
 BUCKET = "bench"
 TARGET_BASELINE_RATIO = 0.6
@@ -64,6 +74,7 @@ TARGET_FLOOR_SLACK_S = 0.5
 TARGET_RSS_MIB = 160.0
 TARGET_PROBE_THUMBNAIL_S = 0.4
 TARGET_DOWNLOAD_MB_S = 400.0
+TARGET_BROKERED_RATIO = 1.05  # issue 21: within 5 % of the direct upload
 THUMBNAIL_WIDTH = 320
 
 
@@ -291,6 +302,7 @@ class Bench:
     thumbnail_at: float
     job_argv0: list[str]
     job_env: dict[str, str] = field(default_factory=dict)
+    channel: ChannelServer | None = None
     counter: int = 0
 
     @property
@@ -383,8 +395,16 @@ class Bench:
         tmpdir.mkdir()
         return f"media/bench/{kind}-{self.counter:02d}", tmpdir
 
-    def run_job(self, item: Media) -> RunResult:
-        prefix, tmpdir = self._next_prefix("job", item)
+    def brokered_env(self, tmpdir: Path, prefix: str) -> dict[str, str]:
+        """The pod's environment in brokered mode: the channel, no S3 credential at all."""
+        assert self.channel is not None
+        channel = self.channel.register(BUCKET, prefix)
+        env = {k: v for k, v in self.env(tmpdir).items() if not k.startswith("AWS_")}
+        return env | channel.env()
+
+    def run_job(self, item: Media, *, brokered: bool = False) -> RunResult:
+        kind = "brokered" if brokered else "job"
+        prefix, tmpdir = self._next_prefix(kind, item)
         argv = [
             *self.job_argv0,
             "--url", self.url(item),
@@ -399,9 +419,8 @@ class Bench:
         ]  # fmt: skip
         jobtmp = tmpdir / "tmp"
         jobtmp.mkdir()
-        run = run_measured(
-            "job", argv, self.env(jobtmp) | self.job_env, tmpdir, timeout=60 + 6 * item.floor_s
-        )
+        env = self.brokered_env(jobtmp, prefix) if brokered else self.env(jobtmp)
+        run = run_measured("job", argv, env | self.job_env, tmpdir, timeout=60 + 6 * item.floor_s)
         if run.returncode != 0:
             raise HarnessError(
                 f"the job failed (exit {run.returncode}) on {item.name}:\n"
@@ -427,9 +446,29 @@ class Bench:
             log(f"  warning: {pending} unfinished multipart upload(s) under {prefix}")
         shutil.rmtree(tmpdir, ignore_errors=True)
         return RunResult(
-            "job", item, run.wall_s, run.peak_rss_mib, timeline,
+            kind, item, run.wall_s, run.peak_rss_mib, timeline,
             rss_breakdown=run.peak_breakdown, rss_peak_at=run.peak_at, log=relative_log(run),
         )  # fmt: skip
+
+    def job_cpu(self, item: Media, *, brokered: bool) -> tuple[float, float]:
+        """One import of ``item``: CPU seconds (user + sys) of the job process itself, and
+        with the children it waited for (ffprobe, ffmpeg)."""
+        kind = "cpu-brokered" if brokered else "cpu-direct"
+        prefix, tmpdir = self._next_prefix(kind, item)
+        argv = [
+            *self.job_argv0, "--url", self.url(item), "--bucket", BUCKET, "--key-prefix", prefix,
+            "--result-file", str(tmpdir / "result.json"), "--allow-network", "127.0.0.2/32",
+        ]  # fmt: skip
+        jobtmp = tmpdir / "tmp"
+        jobtmp.mkdir()
+        env = self.brokered_env(jobtmp, prefix) if brokered else self.env(jobtmp)
+        own, total, code = process_cpu(argv, env | self.job_env, tmpdir, timeout=120)
+        result = json.loads((tmpdir / "result.json").read_text())
+        if code != 0 or result.get("status") != "ready":
+            raise HarnessError(f"{kind}: the job failed (exit {code}): {result}")
+        self.clean_bucket(prefix)
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        return own, total
 
     def run_baseline(self, item: Media) -> RunResult:
         prefix, tmpdir = self._next_prefix("baseline", item)
@@ -455,6 +494,42 @@ class Bench:
             "baseline", item, run.wall_s, run.peak_rss_mib, timeline, stages,
             rss_breakdown=run.peak_breakdown, rss_peak_at=run.peak_at,
         )  # fmt: skip
+
+
+def process_cpu(
+    argv: list[str], env: dict[str, str], cwd: Path, timeout: float
+) -> tuple[float, float, int]:
+    """Run ``argv``; (its own user + sys seconds, the same with its reaped children, exit
+    code), read from /proc/PID/stat after it exits and before it is reaped."""
+    with (cwd / "cpu.out").open("wb") as out, (cwd / "cpu.err").open("wb") as err:
+        process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=err)
+    killer = threading.Timer(timeout, process.kill)
+    killer.start()
+    try:
+        os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
+        stat = Path(f"/proc/{process.pid}/stat").read_text()
+    finally:
+        killer.cancel()
+        code = process.wait()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    utime, stime, cutime, cstime = (int(value) / ticks for value in fields[11:15])
+    return utime + stime, utime + stime + cutime + cstime, code
+
+
+def media_small() -> Path:
+    """A small import: ~2 s of 640x360 H.264, faststart (a few hundred KB)."""
+    target = sup.cache_dir() / f"bench-small-{sup.MEDIA_VERSION}.mp4"
+    if not target.exists():
+        tmp = target.with_suffix(".part.mp4")
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
+             "-t", "2", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+             "-movflags", "+faststart", str(tmp)],
+            check=True,
+        )  # fmt: skip
+        tmp.rename(target)
+    return target
 
 
 # --------------------------------------------------------------------------- the baseline
@@ -688,6 +763,12 @@ def main(argv: list[str] | None = None) -> int:
         "--job-env", action="append", default=[], metavar="NAME=VALUE",
         help="extra environment for the job (experiments, e.g. MALLOC_ARENA_MAX=2)",
     )  # fmt: skip
+    parser.add_argument(
+        "--skip-brokered", action="store_true", help="no brokered runs (direct mode only)"
+    )
+    parser.add_argument(
+        "--cpu-runs", type=int, default=5, help="small imports per mode for the CPU figure"
+    )
     # For testing the harness itself while one side is missing or broken.
     parser.add_argument("--skip-baseline", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--skip-job", action="store_true", help=argparse.SUPPRESS)
@@ -703,7 +784,9 @@ def main(argv: list[str] | None = None) -> int:
     job_argv0 = [] if args.skip_job else find_job()
     small = media("bench-100mb.mp4", sup.media_100mb())
     big = None if args.skip_1gb else media("bench-1gb.mp4", sup.media_1gb())
-    files = {small.name: small.path} | ({big.name: big.path} if big else {})
+    tiny = media("bench-small.mp4", media_small())
+    files = {small.name: small.path, tiny.name: tiny.path} | ({big.name: big.path} if big else {})
+    brokered_runs = bool(job_argv0) and not args.skip_brokered
 
     with sup.scratch("mi-bench-") as work:
         if args.skip_micro:
@@ -726,14 +809,17 @@ def main(argv: list[str] | None = None) -> int:
         origin_log, link_log = work / "origin.jsonl", work / "link.jsonl"
         s3 = S3Server(root=work / "s3")
         s3.start()
-        origin = link = None
+        origin = link = channel = None
         try:
             s3.create_bucket(BUCKET)
             origin = sup.start_origin("127.0.0.2", files, RATE, origin_log)
             link = sup.start_proxy("127.0.0.1", (s3.host, s3.port), RATE, link_log)
+            if brokered_runs:
+                # Presigned for the paced link, like the job's own client in direct mode.
+                channel = ChannelServer(s3, endpoint_url=f"http://{link.host}:{link.port}").start()
             bench = Bench(
                 work, s3, link, origin, origin_log, link_log, args.thumbnail_at, job_argv0,
-                job_env=dict(item.split("=", 1) for item in args.job_env),
+                job_env=dict(item.split("=", 1) for item in args.job_env), channel=channel,
             )  # fmt: skip
             # Compile and cache both sides' imports once, outside the timed runs.
             if job_argv0:
@@ -741,7 +827,9 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run([sys.executable, "-c", "import boto3, requests"], check=True)
 
             jobs: list[RunResult] = []
+            brokered: list[RunResult] = []
             baselines: list[RunResult] = []
+            cpu: dict[str, list[tuple[float, float]]] = {"direct": [], "brokered": []}
             for i in range(args.runs):
                 if job_argv0:
                     log(f"100 MB run {i + 1}/{args.runs}: job ...")
@@ -749,6 +837,13 @@ def main(argv: list[str] | None = None) -> int:
                     log(
                         f"  {jobs[-1].wall_s:.2f} s, peak RSS {jobs[-1].peak_rss_mib:.0f} MiB; "
                         f"{jobs[-1].timeline.describe()}"
+                    )
+                if brokered_runs:
+                    log(f"100 MB run {i + 1}/{args.runs}: job, brokered ...")
+                    brokered.append(bench.run_job(small, brokered=True))
+                    log(
+                        f"  {brokered[-1].wall_s:.2f} s, peak RSS "
+                        f"{brokered[-1].peak_rss_mib:.0f} MiB; {brokered[-1].timeline.describe()}"
                     )
                 if args.skip_baseline:
                     continue
@@ -758,6 +853,17 @@ def main(argv: list[str] | None = None) -> int:
                     f"  {baselines[-1].wall_s:.2f} s, peak RSS {baselines[-1].peak_rss_mib:.0f}"
                     f" MiB; {baselines[-1].stages}"
                 )
+            if job_argv0 and args.cpu_runs > 0:
+                log(f"CPU per small import ({tiny.size / 1000:.0f} kB), {args.cpu_runs} each ...")
+                modes = ["direct", "brokered"] if brokered_runs else ["direct"]
+                bench.job_cpu(tiny, brokered=False)  # warm the page cache
+                for _ in range(args.cpu_runs):
+                    for mode in modes:
+                        cpu[mode].append(bench.job_cpu(tiny, brokered=mode == "brokered"))
+                for mode in modes:
+                    own = statistics.median(c[0] for c in cpu[mode])
+                    total = statistics.median(c[1] for c in cpu[mode])
+                    log(f"  {mode}: {own:.3f} s (job), {total:.3f} s (with ffprobe/ffmpeg)")
             big_jobs: list[RunResult] = []
             big_baselines: list[RunResult] = []
             if big:
@@ -772,13 +878,16 @@ def main(argv: list[str] | None = None) -> int:
                     log("1 GB baseline ...")
                     big_baselines.append(bench.run_baseline(big))
         finally:
+            if channel is not None:
+                channel.stop()
             for helper in (link, origin):
                 if helper:
                     helper.stop()
             s3.stop()
 
     report(
-        small=small, big=big, jobs=jobs, baselines=baselines, big_jobs=big_jobs,
+        small=small, big=big, jobs=jobs, brokered=brokered, cpu=cpu, baselines=baselines,
+        big_jobs=big_jobs,
         big_baselines=big_baselines, probe_thumbnail_s=probe_thumbnail_s, probe_via=probe_via,
         probe_thumbnail_at_s=probe_thumbnail_at_s, show_logs=args.show_logs,
         download_mb_s=download_mb_s, download_via=download_via, thumbnail_at=args.thumbnail_at,
@@ -787,7 +896,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(
-    *, small: Media, big: Media | None, jobs: list[RunResult], baselines: list[RunResult],
+    *, small: Media, big: Media | None, jobs: list[RunResult], brokered: list[RunResult],
+    cpu: dict[str, list[tuple[float, float]]], baselines: list[RunResult],
     big_jobs: list[RunResult], big_baselines: list[RunResult], probe_thumbnail_s: float,
     probe_via: str, probe_thumbnail_at_s: float, download_mb_s: float, download_via: str,
     thumbnail_at: float, show_logs: bool,
@@ -818,7 +928,7 @@ def report(
         + (f", {big.path.name} {big.size / sup.MB:.1f} MB" if big else "")
     )
     print("\nruns (times from spawn; transfers seen at the origin and the S3 link):")
-    for run in [*jobs, *baselines, *big_jobs, *big_baselines]:
+    for run in [*jobs, *brokered, *baselines, *big_jobs, *big_baselines]:
         print(
             f"  {run.kind:8} {run.media.size / sup.MB:6.0f} MB  wall {run.wall_s:6.2f} s  "
             f"RSS {run.peak_rss_mib:6.0f} MiB  {run.timeline.describe()}"
@@ -855,6 +965,31 @@ def report(
             f"<= {floor_limit:.2f} s ({TARGET_FLOOR_FACTOR} x floor + {TARGET_FLOOR_SLACK_S})",
             wall <= floor_limit,
         )
+    wall_brokered = median(brokered)
+    if wall_brokered is not None:
+        row(f"brokered_100mb_s (median of {len(brokered)})", fmt_s(wall_brokered), "", None)
+        if wall is not None:
+            row(
+                "  brokered vs direct",
+                f"{wall_brokered / wall:.3f} x",
+                f"<= {TARGET_BROKERED_RATIO} x",
+                wall_brokered <= TARGET_BROKERED_RATIO * wall,
+            )
+        row("peak RSS, brokered, 100 MB [info]", f"{peak(brokered):.0f} MiB", "", None)
+
+    def cpu_median(mode: str, index: int) -> float | None:
+        runs = cpu.get(mode, [])
+        return statistics.median(run[index] for run in runs) if runs else None
+
+    for mode in ("direct", "brokered"):
+        own, total = cpu_median(mode, 0), cpu_median(mode, 1)
+        if own is not None and total is not None:
+            row(
+                f"cpu_s_small_{mode} (job process; with tools) [info]",
+                f"{own:.3f} s; {total:.3f} s",
+                "",
+                None,
+            )
     row(f"baseline_wall_s (median of {len(baselines)})", fmt_s(baseline), "", None)
     row("floor_s (100 MB at 25 MB/s)", fmt_s(floor), "", None)
     if wall_big is not None and floor_big is not None:
@@ -921,6 +1056,13 @@ def report(
         "peak_rss_mib_1gb": num(rss_big, 1),
         "probe_thumbnail_s": num(probe_thumbnail_s),
         "download_hash_mb_s": num(download_mb_s, 1),
+        "direct_100mb_s": num(wall),
+        "brokered_100mb_s": num(wall_brokered),
+        "peak_rss_mib_brokered_100mb": num(peak(brokered), 1),
+        "cpu_s_small_direct": num(cpu_median("direct", 0)),
+        "cpu_s_small_brokered": num(cpu_median("brokered", 0)),
+        "cpu_s_small_direct_with_tools": num(cpu_median("direct", 1)),
+        "cpu_s_small_brokered_with_tools": num(cpu_median("brokered", 1)),
         "wall_s_1gb": num(wall_big),
         "floor_s_1gb": num(floor_big),
         "targets_met": all(counted),
