@@ -17,8 +17,9 @@ import re
 from mediaimport_job.channel_protocol import REASON_INVALID_RESULT
 from mediaimport_job.result import ReadyResult
 
-from .model import MediaImport, MediaInfoStatus, ResultStatus
+from .model import MediaImport, ResultStatus
 from .settings import Settings
+from .status import result_status
 from .storage import ObjectHead, Scope, Storage, content_type_problem
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -81,20 +82,6 @@ def object_problems(
     if result.thumbnailKey is not None and thumbnail is None:
         problems.append(f"The thumbnail {result.thumbnailKey} does not exist.")
     return problems
-
-
-def result_status(result: ReadyResult) -> ResultStatus:
-    """A checked result as ``status.result`` holds it."""
-    return ResultStatus(
-        bucket=result.bucket,
-        key=result.key,
-        thumbnailKey=result.thumbnailKey,
-        name=result.name,
-        size=result.size,
-        sha256=result.sha256,
-        contentType=result.contentType,
-        media=MediaInfoStatus.model_validate(result.media.model_dump()),
-    )
 
 
 class ResultVerifier:
