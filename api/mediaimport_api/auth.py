@@ -76,12 +76,18 @@ class TokenStore:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._tokens: dict[str, str] = {}
+        self._users: frozenset[str] = frozenset()
         self._text: str | None = None
         self._lock = asyncio.Lock()
         self.loaded_at = 0.0
 
     def __len__(self) -> int:
         return len(self._tokens)
+
+    def has_user(self, user: str) -> bool:
+        """Whether ``user`` holds a live token (the file is re-read every second: a
+        removed line revokes within that)."""
+        return user in self._users
 
     async def user_for(self, token: str) -> str | None:
         digest = hash_token(token)
@@ -116,6 +122,7 @@ class TokenStore:
             for problem in problems:
                 log.warning("tokens file: %s", problem, extra={"path": str(path)})
             self._tokens, self._text = tokens, text
+            self._users = frozenset(tokens.values())
             self.loaded_at = time.monotonic()
             log.info("tokens loaded", extra={"path": str(path), "tokens": len(tokens)})
 

@@ -67,6 +67,13 @@ _CODES = {
 }
 
 
+def error_body(code: str, message: str, *, details: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return {"error": body}
+
+
 def error_response(
     status: int,
     code: str,
@@ -75,10 +82,8 @@ def error_response(
     details: Any = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if details is not None:
-        body["details"] = details
-    return JSONResponse({"error": body}, status_code=status, headers=dict(headers or {}))
+    return JSONResponse(error_body(code, message, details=details), status_code=status,
+                        headers=dict(headers or {}))
 
 
 def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:

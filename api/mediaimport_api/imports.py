@@ -28,9 +28,25 @@ from mediaimport_operator.records import row_for
 
 from . import metrics, replicate
 from .errors import ApiProblem
-from .store import ACCEPTED_COLUMNS, KeyRecord, claim_key, fingerprint, get_asset
+from .store import (
+    ACCEPTED_COLUMNS,
+    KeyRecord,
+    claim_key,
+    complete_key,
+    fingerprint,
+    get_asset,
+    release_key,
+)
 from .validation import Source
-from .views import TERMINAL_JOB_STATUSES, asset_progress, import_name_of, job_status
+from .views import (
+    TERMINAL_JOB_STATUSES,
+    accepted_view,
+    asset_progress,
+    cancelled_row,
+    import_name_of,
+    is_deleting,
+    job_status,
+)
 from .watch import DELETED, ImportWatch
 
 log = logging.getLogger(__name__)
@@ -39,6 +55,8 @@ MANAGED_BY = "mediaimport-api"
 LABEL_SOURCE = "mediaimport.dev/source"
 # metadata.name rules of a MediaImport (a DNS subdomain, and the CRD's 63 characters).
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
+# How long a request waits for another one with its Idempotency-Key to be answered.
+KEY_WAIT_SECONDS = 5.0
 # An asset's progress is extra: its answer does not wait long for Kubernetes.
 PROGRESS_READ_SECONDS = 2.0
 
@@ -81,10 +99,11 @@ async def kubernetes_errors() -> AsyncIterator[None]:
 
 @dataclass(frozen=True)
 class Created:
-    # A replayed import's whole row; a new one's ACCEPTED_COLUMNS (it is uploading).
+    # A new import's ACCEPTED_COLUMNS (it is uploading); empty for a replay.
     row: dict[str, Any]
     import_name: str
-    replayed: bool = False
+    # A replay: the key's record, whose answer (status, body) the first request gave.
+    replay: KeyRecord | None = None
 
 
 @dataclass
@@ -96,6 +115,15 @@ class Imports:
 
     # -- import-from-url ---------------------------------------------------------------
     async def create_from_url(self, user: str, source: Source, key: str | None) -> Created:
+        """Create the import and its row; with an Idempotency-Key, or the replay of the
+        key's first request.
+
+        With a key, the key is claimed first (a statement of its own), then the
+        MediaImport is created with no database connection held, then the row is written
+        and the key's answer recorded in one short transaction. A request with the same
+        key meanwhile waits at most KEY_WAIT_SECONDS for that answer, polling without a
+        connection, then answers 409 ``in_progress``.
+        """
         await self.db.ensure_schema()
         asset_id = str(uuid.uuid4())
         name = url_import_name(asset_id)
@@ -104,40 +132,83 @@ class Imports:
             "assetId": asset_id, "metadata": source.metadata,
         })
         body = manifest(self.namespace, name, spec, "url")
+        if key is not None:
+            held = await self._claim(user, key, KeyRecord(
+                fingerprint(source.fingerprint()), asset_id, name))
+            if held is not None:
+                return Created({}, held.import_name, replay=held)
         created: Json | None = None
-        held: KeyRecord | None = None
         try:
-            if key is None:
-                created = await self._create(body)
-                async with self.db.connection() as conn:  # one upsert: atomic by itself
-                    row = await self._record(conn, created, source.guessed_type)
-            else:
-                # The key's claim, the MediaImport and the row in one transaction: a
-                # concurrent request with the same key waits here for its outcome.
-                record = KeyRecord(fingerprint(source.fingerprint()), asset_id, name)
-                async with self.db.connection() as conn, conn.transaction():
-                    held = await claim_key(conn, user, key, record)
-                    if held is None:
-                        created = await self._create(body)
-                        row = await self._record(conn, created, source.guessed_type)
+            created = await self._create(body)
+            row = await self._write_row(created, source.guessed_type, user, key)
         except BaseException:
             if created is not None:
                 await asyncio.shield(self._delete_quietly(created))
+            if key is not None:
+                await asyncio.shield(self._release_quietly(user, key, asset_id))
             raise
-        if held is not None:
-            if held.fingerprint != fingerprint(source.fingerprint()):
+        metrics.IMPORTS_CREATED.labels("url").inc()
+        return Created(row, name)
+
+    async def _write_row(self, created: Json, guessed_type: str | None, user: str,
+                         key: str | None) -> dict[str, Any]:
+        """The new import's row, and with a key its answer (202), in one transaction."""
+        async with self.db.connection() as conn, conn.transaction():
+            row = await self._record(conn, created, guessed_type)
+            if key is None:
+                return row
+            name, asset_id = created["metadata"]["name"], str(row["id"])
+            if not await complete_key(conn, user, key, asset_id, code=202,
+                                      body=accepted_view(row, name, guessed_type)):
+                # Only when this request outlived STALE_CLAIM_SECONDS and another took
+                # the key over: the row is rolled back with the transaction.
+                raise ApiProblem(409, "in_progress", "Another request with this "
+                                 "Idempotency-Key took over; retry to get its answer.",
+                                 headers={"Retry-After": "1"})
+            return row
+
+    async def _claim(self, user: str, key: str, record: KeyRecord) -> KeyRecord | None:
+        """None once ``key`` is ours; else the record of the request that holds it, with
+        its answer (ApiProblem 409 for another body, or while it is still in progress at
+        the bound)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + KEY_WAIT_SECONDS
+        pause = 0.05
+        while True:
+            held = await claim_key(self.db, user, key, record)
+            if held is None:
+                return None
+            if held.fingerprint != record.fingerprint:
                 raise ApiProblem(
                     409, "idempotency_conflict",
                     "This Idempotency-Key was used with a different request body.",
                     details={"id": held.asset_id, "import_job_id": held.import_name},
                 )
-            existing = await get_asset(self.db, user, held.asset_id)
-            if existing is None:
-                raise ApiProblem(409, "idempotency_conflict",
-                                 "The import of this Idempotency-Key no longer exists.")
-            return Created(existing, held.import_name, replayed=True)
-        metrics.IMPORTS_CREATED.labels("url").inc()
-        return Created(row, name)
+            if held.response_code is not None:
+                return held
+            if loop.time() + pause > deadline:
+                raise ApiProblem(
+                    409, "in_progress",
+                    "A request with this Idempotency-Key is still in progress; retry after "
+                    "it has been answered.",
+                    details={"id": held.asset_id, "import_job_id": held.import_name},
+                    headers={"Retry-After": "1"},
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+    async def record_answer(self, user: str, key: str, asset_id: str, code: int,
+                            body: dict[str, Any] | None) -> None:
+        """The first request's final answer (after waiting for the import), for replays."""
+        async with self.db.connection() as conn:
+            await complete_key(conn, user, key, asset_id, code=code, body=body)
+
+    async def _release_quietly(self, user: str, key: str, asset_id: str) -> None:
+        try:
+            await release_key(self.db, user, key, asset_id)
+        except Exception as error:  # it is taken over as stale later
+            log.warning("could not release an Idempotency-Key",
+                        extra={"error": str(error) or type(error).__name__})
 
     async def _create(self, body: Json) -> Json:
         async with kubernetes_errors():
@@ -186,9 +257,14 @@ class Imports:
                 if update is None:
                     row = await get_asset(self.db, user, asset_id)
                     break
-                if update.type == DELETED or job_status(update.body)["status"] in (
-                    TERMINAL_JOB_STATUSES
-                ):
+                if update.type == DELETED or is_deleting(update.body):
+                    # Deletion is final: the answer is the Cancelled failure now, not
+                    # when the operator gets round to failing the row (nothing else
+                    # would come to end the wait before its bound).
+                    row = await get_asset(self.db, user, asset_id)
+                    if row is not None and row["status"] == "uploading":
+                        row = cancelled_row(row)
+                elif job_status(update.body)["status"] in TERMINAL_JOB_STATUSES:
                     row = await get_asset(self.db, user, asset_id)
         return row
 

@@ -22,6 +22,10 @@ MAX_OUTPUTS = 100
 MAX_OUTPUT_DEPTH = 8
 MAX_PROMPT_BYTES = 8 * 1024
 MAX_MODEL_CHARS = 200
+# The metadata keys a delivery adds to its URL's (prediction_metadata): an import made from
+# a delivery holds the union, which the CRD bounds (MAX_METADATA_KEYS).
+PREDICTION_METADATA_KEYS = frozenset(
+    {"aiGenerated", "prompt", "promptTruncated", "model", "source", "predictionId"})
 # A fixed namespace for the asset ids of webhook imports (uuid5).
 _ASSET_NAMESPACE = uuid.UUID("5c0e7a3e-8f39-4d6b-9d0e-6d656469616d")
 _UNSAFE = re.compile(r"[^a-z0-9]+")

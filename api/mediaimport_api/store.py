@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 from mediaimport_operator.db import Database
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 # Idempotency-Keys are kept 24 hours (written out in the statements below).
 MAX_KEY_LENGTH = 255
@@ -120,48 +121,131 @@ def key_problem(key: str) -> str | None:
     return None
 
 
+# A claim whose request never finished (its process died) is taken over after this: longer
+# than a request can run (the Kubernetes client's 30 s timeout, then the row).
+STALE_CLAIM_SECONDS = 120
+
+
 @dataclass(frozen=True)
 class KeyRecord:
     fingerprint: str
     asset_id: str
     import_name: str
+    # The first request's answer; None while it still runs.
+    response_code: int | None = None
+    response_body: dict[str, Any] | None = None
 
 
-async def claim_key(
-    conn: psycopg.AsyncConnection[Any], user: str, key: str, record: KeyRecord
-) -> KeyRecord | None:
-    """Claim ``key`` for ``record`` inside the caller's transaction.
+async def claim_key(db: Database, user: str, key: str, record: KeyRecord) -> KeyRecord | None:
+    """Claim ``key`` for ``record`` (in progress), in a statement of its own.
 
-    None: claimed (new, or its earlier use expired). Otherwise the record that holds
-    the key. A concurrent request with the same key waits here until the first
-    one's transaction ends, then sees its record, so only one import is created.
+    None: claimed (new, expired, or left in progress by a request that died); the caller
+    creates the import and then ``complete_key`` or ``release_key``. Otherwise the record
+    that holds the key, in progress or with its answer. Nothing waits on a row lock and
+    no connection is held while the import is made.
     """
+    await db.ensure_schema()
+    async with db.connection() as conn:
+        cursor = await conn.execute(
+            "INSERT INTO api_idempotency_keys AS k (user_id, key, fingerprint, asset_id,"
+            " import_name, response_code, response_body)"
+            " VALUES (%s, %s, %s, %s, %s, NULL, NULL)"
+            " ON CONFLICT (user_id, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,"
+            "  asset_id = EXCLUDED.asset_id, import_name = EXCLUDED.import_name,"
+            "  response_code = NULL, response_body = NULL, created_at = now()"
+            " WHERE k.created_at < now() - interval '24 hours'"
+            "  OR (k.response_code IS NULL"
+            "      AND k.created_at < now() - make_interval(secs => %s))"
+            " RETURNING 1",
+            (user, key, record.fingerprint, record.asset_id, record.import_name,
+             STALE_CLAIM_SECONDS),
+        )
+        if await cursor.fetchone() is not None:
+            return None
+        return await _key_on(conn, user, key)
+
+
+async def read_key(db: Database, user: str, key: str) -> KeyRecord | None:
+    async with db.connection() as conn:
+        return await _key_on(conn, user, key)
+
+
+async def _key_on(conn: psycopg.AsyncConnection[Any], user: str, key: str
+                  ) -> KeyRecord | None:
     cursor = await conn.execute(
-        "INSERT INTO api_idempotency_keys AS k"
-        " (user_id, key, fingerprint, asset_id, import_name) VALUES (%s, %s, %s, %s, %s)"
-        " ON CONFLICT (user_id, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,"
-        "  asset_id = EXCLUDED.asset_id, import_name = EXCLUDED.import_name, created_at = now()"
-        " WHERE k.created_at < now() - interval '24 hours'"
-        " RETURNING 1",
-        (user, key, record.fingerprint, record.asset_id, record.import_name),
-    )
-    if await cursor.fetchone() is not None:
-        return None
-    cursor = await conn.execute(
-        "SELECT fingerprint, asset_id::text, import_name FROM api_idempotency_keys"
-        " WHERE user_id = %s AND key = %s",
+        "SELECT fingerprint, asset_id::text, import_name, response_code, response_body"
+        " FROM api_idempotency_keys WHERE user_id = %s AND key = %s",
         (user, key),
     )
     found = await cursor.fetchone()
-    if found is None:  # pragma: no cover - deleted by the purge in between
+    if found is None:  # deleted by the purge or a release in between
         return None
-    return KeyRecord(found[0], found[1], found[2])
+    return KeyRecord(found[0], found[1], found[2], found[3], found[4])
+
+
+async def complete_key(conn: psycopg.AsyncConnection[Any], user: str, key: str,
+                       asset_id: str, *, code: int, body: dict[str, Any] | None) -> bool:
+    """Record the answer of the claim for ``asset_id``; False if the claim was lost (taken
+    over as stale)."""
+    cursor = await conn.execute(
+        "UPDATE api_idempotency_keys SET response_code = %s, response_body = %s"
+        " WHERE user_id = %s AND key = %s AND asset_id = %s",
+        (code, Jsonb(body) if body is not None else None, user, key, asset_id),
+    )
+    return cursor.rowcount == 1
+
+
+async def release_key(db: Database, user: str, key: str, asset_id: str) -> None:
+    """Give up an unfinished claim (the import was not made): the key is free again."""
+    async with db.connection() as conn:
+        await conn.execute(
+            "DELETE FROM api_idempotency_keys"
+            " WHERE user_id = %s AND key = %s AND asset_id = %s AND response_code IS NULL",
+            (user, key, asset_id),
+        )
+
+
+# -- Webhook deliveries -------------------------------------------------------------------
+
+
+def context_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def bind_delivery(db: Database, webhook_id: str, user: str, context: str,
+                        expires_at: float) -> str | None:
+    """Bind a delivery's webhook-id to the context it came with, until ``expires_at`` (Unix
+    seconds: when its signature stops being accepted). None when it is bound to this
+    context (first seen now, or again: a retry); otherwise the user it is bound to."""
+    await db.ensure_schema()
+    async with db.connection() as conn:
+        cursor = await conn.execute(
+            "INSERT INTO api_webhook_deliveries AS d"
+            " (webhook_id, user_id, context_hash, expires_at)"
+            " VALUES (%s, %s, %s, to_timestamp(%s))"
+            " ON CONFLICT (webhook_id) DO UPDATE SET user_id = EXCLUDED.user_id,"
+            "  context_hash = EXCLUDED.context_hash,"
+            "  expires_at = GREATEST(d.expires_at, EXCLUDED.expires_at)"
+            " WHERE d.expires_at < now()"
+            "  OR (d.user_id = EXCLUDED.user_id AND d.context_hash = EXCLUDED.context_hash)"
+            " RETURNING 1",
+            (webhook_id, user, context_hash(context), expires_at),
+        )
+        if await cursor.fetchone() is not None:
+            return None
+        cursor = await conn.execute(
+            "SELECT user_id FROM api_webhook_deliveries WHERE webhook_id = %s", (webhook_id,))
+        found = await cursor.fetchone()
+    return str(found[0]) if found is not None else None
 
 
 async def purge_keys(db: Database) -> int:
+    """Remove expired Idempotency-Keys and delivery records; how many."""
     await db.ensure_schema()
     async with db.connection() as conn:
         cursor = await conn.execute(
             "DELETE FROM api_idempotency_keys WHERE created_at < now() - interval '24 hours'"
         )
-        return cursor.rowcount
+        removed = cursor.rowcount
+        cursor = await conn.execute("DELETE FROM api_webhook_deliveries WHERE expires_at < now()")
+        return removed + cursor.rowcount

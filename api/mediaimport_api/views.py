@@ -6,7 +6,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mediaimport_operator.model import SUCCEEDED, MediaImport, Phase, ProgressStatus
-from mediaimport_operator.records import CANCELLED_MESSAGE, CANCELLED_REASON, IMPORT_KEY
+from mediaimport_operator.records import (
+    CANCELLED_MESSAGE,
+    CANCELLED_REASON,
+    IMPORT_KEY,
+    cancelled_error,
+)
 
 # The seed's job states, by MediaImport phase.
 JOB_STATUS = {
@@ -67,6 +72,13 @@ def is_deleting(body: dict[str, Any]) -> bool:
         return False
     return JOB_STATUS[MediaImport.from_body(body).status.phase or Phase.PENDING] not in (
         TERMINAL_JOB_STATUSES)
+
+
+def cancelled_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The row as the operator will write it for an import deleted before it finished."""
+    metadata = {**(row.get("file_metadata") or {}),
+                **cancelled_error(datetime.now(UTC))}
+    return {**row, "status": "failed", "file_metadata": metadata}
 
 
 def import_name_of(row: dict[str, Any]) -> str | None:

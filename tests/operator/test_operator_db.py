@@ -67,10 +67,11 @@ def test_migrations_apply_once_also_when_racing(database_url: str) -> None:
                 await db.close()
 
     results = run(scenario())
-    assert sorted(len(r) for r in results) == [0, 0, 2]
+    assert sorted(len(r) for r in results) == [0, 0, 3]
     with psycopg.connect(database_url) as conn:
         versions = conn.execute("SELECT version, name FROM schema_migrations").fetchall()
-        assert versions == [(1, "0001_media_assets.sql"), (2, "0002_api_idempotency_keys.sql")]
+        assert versions == [(1, "0001_media_assets.sql"), (2, "0002_api_idempotency_keys.sql"),
+                            (3, "0003_api_deliveries_and_key_answers.sql")]
         columns = {r[0] for r in conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name='media_assets'"
         )}

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
 from ..deps import ServicesDep, UserDep
-from ..errors import ApiProblem, responses
+from ..errors import ApiProblem, error_body, responses
 from ..schemas import Asset, AssetPage, ImportAccepted
-from ..store import CursorError, get_asset, key_problem, list_assets, parse_uuid
+from ..store import CursorError, KeyRecord, get_asset, key_problem, list_assets, parse_uuid
 from ..validation import ImportRequest, SourceUrlError, checked
 from ..views import accepted_view, asset_view, failure_of
 
@@ -65,6 +65,8 @@ async def import_from_url(
                          details=[{"loc": ["body", "url"], "message": str(error),
                                    "type": "value_error"}]) from error
     created = await services.imports.create_from_url(user, source, idempotency_key)
+    if created.replay is not None:
+        return await _replay(services, user, created.replay)
     timeout = wait if wait is not None else (
         services.settings.image_wait_seconds if source.type == "image" else 0.0
     )
@@ -73,17 +75,40 @@ async def import_from_url(
         row = await services.imports.wait_for_outcome(
             user, str(row["id"]), created.import_name, timeout
         ) or row
-    headers = {"Idempotent-Replayed": "true"} if created.replayed else {}
+    if row["status"] == "uploading":
+        return JSONResponse(accepted_view(row, created.import_name, source.guessed_type),
+                            status_code=202)
     if row["status"] == "ready":
-        return JSONResponse(await _asset(services, row), status_code=200, headers=headers)
-    if row["status"] == "failed":
+        answer = JSONResponse(await _asset(services, row), status_code=200)
+        # Replays render the asset again: its presigned URLs would have expired.
+        stored: dict[str, Any] | None = None
+    else:
         failure = failure_of(row)
-        raise ApiProblem(
-            422, "import_failed", f"The import failed: {failure['message']}",
-            details={"id": str(row["id"]), "import_job_id": created.import_name, **failure},
-            headers=headers,
-        )
-    return JSONResponse(accepted_view(row, created.import_name, source.guessed_type),
+        stored = error_body(
+            "import_failed", f"The import failed: {failure['message']}",
+            details={"id": str(row["id"]), "import_job_id": created.import_name, **failure})
+        answer = JSONResponse(stored, status_code=422)
+    if idempotency_key is not None:  # a replay answers as this request did
+        await services.imports.record_answer(user, idempotency_key, str(row["id"]),
+                                             answer.status_code, stored)
+    return answer
+
+
+async def _replay(services: ServicesDep, user: str, record: KeyRecord) -> JSONResponse:
+    """The first request's answer again: its status and body (an asset is rendered anew,
+    with fresh presigned URLs; it may have changed since)."""
+    headers = {"Idempotent-Replayed": "true"}
+    if record.response_code != 200 and record.response_body is not None:
+        return JSONResponse(record.response_body, status_code=record.response_code or 202,
+                            headers=headers)
+    row = await get_asset(services.db, user, record.asset_id)
+    if row is None:
+        raise ApiProblem(409, "idempotency_conflict",
+                         "The import of this Idempotency-Key no longer exists.")
+    if record.response_code == 200:
+        return JSONResponse(await _asset(services, row), status_code=200, headers=headers)
+    # A key recorded before answers were kept: it was a 202.
+    return JSONResponse(accepted_view(row, record.import_name, row.get("file_type")),
                         status_code=202, headers=headers)
 
 

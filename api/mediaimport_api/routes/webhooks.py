@@ -2,11 +2,14 @@
 
 A delivery is checked in this order, and nothing is created unless all pass: the
 Standard Webhooks signature over the raw body (401), the signed context that says
-for whom (403), the body (422). A succeeded prediction becomes one MediaImport per
-output URL, named from the user, prediction id and output index, so a redelivery
-answers 200 with the same imports and creates nothing. The answer comes within a
-second (Replicate retries slow answers): work that takes longer goes on, and the
-delivery is answered 503 so that Replicate's retry finds it done.
+for whom, and that user still holding a token (403), the delivery's webhook-id not
+already received with another context (409: remembered in Postgres, which every
+replica shares, for as long as its signature is accepted), the body (422). A
+succeeded prediction becomes one MediaImport per output URL, named from the user,
+prediction id and output index, so a redelivery answers 200 with the same imports
+and creates nothing. The answer comes within a second (Replicate retries slow
+answers): work that takes longer goes on, and the delivery is answered 503 so that
+Replicate's retry finds it done.
 """
 
 from __future__ import annotations
@@ -24,13 +27,23 @@ from .. import context, metrics, replicate
 from ..deps import ServicesDep, UserDep
 from ..errors import ApiProblem, responses
 from ..schemas import WebhookAnswer, WebhookUrl, WebhookUrlRequest
-from ..signatures import SignatureError, secret_key, verify
-from ..validation import SourceUrlError, check_url_address, check_url_shape, metadata_problem
+from ..signatures import TOLERANCE_SECONDS, SignatureError, secret_key, verify
+from ..store import bind_delivery
+from ..validation import (
+    MAX_METADATA_KEYS,
+    SourceUrlError,
+    check_url_address,
+    check_url_shape,
+    metadata_problem,
+)
 
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
 log = logging.getLogger(__name__)
 
 ANSWER_WITHIN_SECONDS = 0.9
+# A delivery is remembered a little longer than its signature is accepted: the replicas'
+# clocks may differ by that much.
+CLOCK_MARGIN_SECONDS = 60
 MAX_CONTEXT_METADATA_BYTES = 4096
 # Creations still running when a delivery was answered: kept so they are not collected.
 _unfinished: set[asyncio.Future[Any]] = set()
@@ -63,6 +76,14 @@ async def issue_url(
     size = len(json.dumps(metadata, separators=(",", ":")).encode())
     if problem is None and size > MAX_CONTEXT_METADATA_BYTES:
         problem = "metadata is larger than 4 KiB as JSON (it travels inside the URL)"
+    if problem is None and (merged := _merged_keys(metadata)) > MAX_METADATA_KEYS:
+        # Every delivery adds the prediction's keys: checked now, not when Replicate
+        # delivers (by then its outputs are an hour from being deleted).
+        problem = (f"metadata leaves no room for the keys every delivery adds ("
+                   f"{', '.join(sorted(replicate.PREDICTION_METADATA_KEYS))}): an import "
+                   f"would have {merged} keys, more than {MAX_METADATA_KEYS}; use at most "
+                   f"{_room()} keys of your own (those names excepted), or nest them "
+                   f"under one key")
     if problem:
         raise ApiProblem(422, "validation_failed", f"metadata: {problem}")
     expires_at = int(time.time()) + body.expires_in
@@ -91,7 +112,7 @@ async def receive(
     webhook_key, signing_key = _keys(services)
     raw = await request.body()
     try:
-        verify(webhook_key, request.headers, raw)
+        delivery = verify(webhook_key, request.headers, raw)
     except SignatureError as error:
         metrics.WEBHOOKS.labels("invalid_signature").inc()
         raise ApiProblem(401, "invalid_signature", f"The delivery is not genuine: {error}.",
@@ -103,6 +124,22 @@ async def receive(
         metrics.WEBHOOKS.labels("invalid_context").inc()
         raise ApiProblem(403, "invalid_context", f"The webhook URL is not valid: {error}."
                          ) from error
+    if not services.tokens.has_user(ctx.user_id):
+        # The URL is as good as the user's access: revoking their tokens revokes it.
+        metrics.WEBHOOKS.labels("invalid_context").inc()
+        raise ApiProblem(403, "invalid_context", "The webhook URL is not valid: the user it "
+                         "was issued to no longer holds a valid token (revoked).")
+    bound_to = await bind_delivery(services.db, delivery.message_id, ctx.user_id,
+                                   context_token or "",
+                                   delivery.timestamp + TOLERANCE_SECONDS + CLOCK_MARGIN_SECONDS)
+    if bound_to is not None:
+        # A genuine delivery re-posted within its signature window with another URL's
+        # context: it may only create imports for the URL Replicate was given.
+        metrics.WEBHOOKS.labels("delivery_conflict").inc()
+        raise ApiProblem(409, "delivery_conflict",
+                         f"This delivery (webhook-id {delivery.message_id[:100]!r}) was "
+                         "already received through another webhook URL; a delivery is only "
+                         "accepted for the URL it was sent to.")
     try:
         prediction = replicate.prediction_from_body(raw)
     except replicate.PredictionError as error:
@@ -112,6 +149,15 @@ async def receive(
     if prediction.status != replicate.SUCCEEDED or not prediction.outputs:
         metrics.WEBHOOKS.labels("ignored").inc()
         return {"imports": [], "rejected": []}
+    merged = _merged_keys(ctx.metadata)
+    if merged > MAX_METADATA_KEYS:  # a URL issued before the check at issue time
+        metrics.WEBHOOKS.labels("invalid_body").inc()
+        raise ApiProblem(
+            422, "validation_failed",
+            f"The webhook URL's metadata and the prediction's make {merged} keys, more than "
+            f"the {MAX_METADATA_KEYS} an import may have: issue a new webhook URL with at "
+            f"most {_room()} metadata keys of your own (other than "
+            f"{', '.join(sorted(replicate.PREDICTION_METADATA_KEYS))}).")
     accepted, rejected = _checked_outputs(prediction, services)
     work = asyncio.ensure_future(asyncio.gather(*(
         services.imports.import_output(ctx.user_id, prediction, index, url, ctx.metadata)
@@ -134,6 +180,15 @@ async def receive(
         "imports": [{"id": asset, "import_job_id": name} for asset, name, _ in results],
         "rejected": rejected,
     }
+
+
+def _merged_keys(context_metadata: dict[str, Any]) -> int:
+    """How many metadata keys an import made from a delivery to this URL has, at most."""
+    return len(set(context_metadata) | replicate.PREDICTION_METADATA_KEYS)
+
+
+def _room() -> int:
+    return MAX_METADATA_KEYS - len(replicate.PREDICTION_METADATA_KEYS)
 
 
 def _checked_outputs(prediction: replicate.Prediction, services: ServicesDep
