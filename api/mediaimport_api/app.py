@@ -1,7 +1,8 @@
 """The FastAPI application: routers, error shape, middleware, and the process's services.
 
-Middleware, outermost first: metrics and access log → authentication (before
-anything else about a request) → body limits and JSON-only → the routes.
+Middleware, outermost first: which port serves what (ports.py) → metrics and access
+log → authentication (before anything else about a request) → body limits and
+JSON-only → the routes.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from .bodies import BodyPolicyMiddleware
 from .deps import Services
 from .imports import Imports
 from .observe import ObserveMiddleware
+from .ports import AdminPortMiddleware
 from .presign import Presigner
+from .readiness import Readiness
 from .routes import health, imports, media, webhooks
 from .settings import Settings
 from .store import purge_keys
@@ -58,6 +61,7 @@ async def _build(settings: Settings, tokens: TokenStore) -> Services:
         settings=settings, kube=kube, db=db, tokens=tokens, watch=watch,
         imports=Imports(kube, db, settings.namespace, watch), presigner=presigner,
         policy=policy_for(settings.allowed_networks),
+        readiness=Readiness(settings.database_url, kube, settings.namespace),
     )
 
 
@@ -104,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await services.readiness.close()
             await services.kube.close()
             await services.db.close()
             gc.unfreeze()
@@ -118,4 +123,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyPolicyMiddleware)
     app.add_middleware(AuthMiddleware, tokens=tokens)
     app.add_middleware(ObserveMiddleware)
+    app.add_middleware(AdminPortMiddleware, admin_port=settings.admin_port)
     return app

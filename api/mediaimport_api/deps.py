@@ -14,6 +14,7 @@ from .auth import TokenStore
 from .errors import ApiProblem
 from .imports import Imports
 from .presign import Presigner
+from .readiness import Readiness
 from .settings import Settings
 from .watch import ImportWatch
 
@@ -28,6 +29,7 @@ class Services:
     imports: Imports
     presigner: Presigner
     policy: AddressPolicy
+    readiness: Readiness
 
 
 # Both are coroutines: FastAPI runs a plain function dependency in its thread pool, a

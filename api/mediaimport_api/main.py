@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 
 import uvicorn
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.configure(settings.log_level, settings.log_format)
     allow_kubernetes_nesting()  # the shared watch reads every MediaImport
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
@@ -39,7 +40,21 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=10,
         ws_ping_interval=20,
     )
+    sockets = None
+    if settings.admin_port is not None:
+        # One server (one app, one lifespan) on both ports; ports.py tells them apart.
+        sockets = [_bound(settings.host, port) for port in (settings.port, settings.admin_port)]
+    uvicorn.Server(config).run(sockets=sockets)
     return 0
+
+
+def _bound(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .signatures import SECRET_PREFIX as WEBHOOK_SECRET_PREFIX
@@ -75,9 +75,27 @@ class Settings(BaseSettings):
         description="How long an image import waits for its result before answering 202.",
     )
     host: str = "0.0.0.0"  # noqa: S104 - the pod's port is reached from outside the pod
-    port: int = Field(default=8000, ge=0, le=65535)
+    port: int = Field(default=8000, ge=0, le=65535,
+                      description="The API's port (the one an Ingress exposes).")
+    admin_port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="Port of /healthz, /readyz and /metrics (probes and Prometheus), on "
+        "the same host; set, the API's port no longer serves /readyz and /metrics. Unset: "
+        "everything on the API's port.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
+
+    @field_validator("admin_port", mode="before")
+    @classmethod
+    def _no_admin_port(cls, value: object) -> object:
+        return None if value in ("", 0, "0") else value
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> Settings:
+        if self.admin_port is not None and self.admin_port == self.port:
+            raise ValueError("the admin port must differ from the API's port")
+        return self
 
     @field_validator("allowed_networks", mode="before")
     @classmethod

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -35,6 +37,7 @@ from mediaimport_dev.ports import free_port
 from mediaimport_dev.postgres import PostgresServer
 from mediaimport_dev.s3server import S3Server
 from psycopg.rows import dict_row
+from websockets.sync.client import connect
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location(
@@ -70,6 +73,7 @@ class ApiServer:
     log_path: Path
     env: dict[str, str]
     port: int = 0
+    admin_port: int = 0  # /healthz, /readyz and /metrics (MEDIAIMPORT_API_ADMIN_PORT)
     process: subprocess.Popen[bytes] | None = None
     tokens: dict[str, str] = field(default_factory=dict)
 
@@ -77,9 +81,16 @@ class ApiServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
     def start(self, timeout: float = 60.0) -> ApiServer:
         self.port = free_port("127.0.0.1")
-        env = {**self.env, "MEDIAIMPORT_API_PORT": str(self.port)}
+        self.admin_port = free_port("127.0.0.1")
+        env = {"MEDIAIMPORT_API_PORT": str(self.port),
+               "MEDIAIMPORT_API_ADMIN_PORT": str(self.admin_port), **self.env}
+        self.admin_port = int(env["MEDIAIMPORT_API_ADMIN_PORT"] or self.port)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [API], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
@@ -90,7 +101,7 @@ class ApiServer:
             if self.process.poll() is not None:
                 raise AssertionError(f"mediaimport-api exited:\n{self.log()[-4000:]}")
             try:
-                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                if requests.get(f"{self.admin_url}/readyz", timeout=2).status_code == 200:
                     return self
             except requests.RequestException:
                 pass
@@ -158,7 +169,7 @@ class ApiServer:
             ).fetchall()
 
     def metrics(self) -> str:
-        return requests.get(f"{self.url}/metrics", timeout=10).text
+        return requests.get(f"{self.admin_url}/metrics", timeout=10).text
 
 
 def api_env(plane: ControlPlane, namespace: str, bucket: str, s3: S3Server,
@@ -257,3 +268,60 @@ def live(
     for operator in operator_env.operators:
         operator.stop()
     world.remove()
+
+
+# -- streams read on threads of their own ------------------------------------------------
+
+
+class Collected:
+    """Messages of a stream read on a thread of its own, until the server ends it."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.ended = threading.Event()
+        self.error: BaseException | None = None
+
+    def wait_for(self, count: int, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count:
+            assert self.error is None, self.error
+            assert time.monotonic() < deadline, f"{len(self.messages)} of {count}: {self.messages}"
+            time.sleep(0.02)
+
+
+def follow_sse(api: ApiServer, user: str, name: str) -> Collected:
+    collected = Collected()
+
+    def read() -> None:
+        try:
+            answer = api.request("GET", f"/api/v1/imports/{name}/events", user, stream=True,
+                                 timeout=60)
+            assert answer.status_code == 200, answer.text
+            for line in answer.iter_lines(decode_unicode=True):
+                if line.startswith("data:"):
+                    collected.messages.append(json.loads(line[5:]))
+        except BaseException as error:  # reported by wait_for
+            collected.error = error
+        finally:
+            collected.ended.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    return collected
+
+
+def follow_ws(api: ApiServer, user: str, name: str) -> Collected:
+    collected = Collected()
+
+    def read() -> None:
+        try:
+            url = f"ws://127.0.0.1:{api.port}/api/v1/imports/{name}/ws"
+            with connect(url, additional_headers=api.auth(user), open_timeout=10) as socket:
+                for text in socket:
+                    collected.messages.append(json.loads(text))
+        except BaseException as error:
+            collected.error = error
+        finally:
+            collected.ended.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    return collected

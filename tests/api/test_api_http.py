@@ -330,13 +330,14 @@ def test_unknown_routes_and_methods_use_the_error_shape(quiet_api: ApiServer) ->
 
 
 def test_health_readiness_metrics_and_openapi(quiet_api: ApiServer) -> None:
+    admin = quiet_api.admin_url
     assert quiet_api.request("GET", "/healthz").json() == {"status": "ok"}
-    ready = quiet_api.request("GET", "/readyz").json()
+    ready = requests.get(f"{admin}/readyz", timeout=10).json()
     assert ready == {"status": "ready", "checks": {"kubernetes": "ok", "postgres": "ok"}}
     # Load balancers and uptime monitors often check with HEAD: the same answer, no body.
-    for path in ("/healthz", "/readyz"):
-        head = quiet_api.request("HEAD", path)
-        assert (head.status_code, head.content) == (200, b""), path
+    for url in (f"{quiet_api.url}/healthz", f"{admin}/healthz", f"{admin}/readyz"):
+        head = requests.head(url, timeout=10)
+        assert (head.status_code, head.content) == (200, b""), url
         assert head.headers["content-type"] == "application/json"
     # An import of its own, so that its route's series exist whichever tests ran before.
     assert quiet_api.post_import(quiet_api.new_user(), {"url": URL}).status_code == 202
@@ -350,10 +351,28 @@ def test_health_readiness_metrics_and_openapi(quiet_api: ApiServer) -> None:
     assert {"/api/v1/media/import-from-url", "/api/v1/media/{asset_id}", "/api/v1/media",
             "/api/v1/imports/{name}", "/api/v1/imports/{name}/events",
             "/api/v1/webhooks/replicate", "/api/v1/webhooks/replicate/urls",
-            "/healthz", "/readyz"} <= set(document["paths"])
+            "/healthz"} <= set(document["paths"])
+    assert "/readyz" not in document["paths"]  # the admin port's, not the API's
     assert set(document["paths"]["/healthz"]) == {"get"}  # HEAD is GET's, not an operation
     assert "bearer" in json.dumps(document["components"]["securitySchemes"]).lower()
     assert quiet_api.request("GET", "/docs").status_code == 200
+
+
+def test_readiness_and_metrics_are_served_on_the_admin_port_only(quiet_api: ApiServer) -> None:
+    """Issue 24 item 4: the Ingress exposes the API's port, which served /readyz (with the
+    database's host and user in its errors) and /metrics to anyone."""
+    for path in ("/readyz", "/metrics"):
+        for method in ("GET", "HEAD"):
+            answer = quiet_api.request(method, path)
+            assert answer.status_code == 404, (method, path, answer.text)
+        error_of(quiet_api.request("GET", path), 404, "not_found")
+    # The admin port serves the probes and metrics, and nothing of the API.
+    admin = quiet_api.admin_url
+    assert requests.get(f"{admin}/metrics", timeout=10).status_code == 200
+    for path in ("/api/v1/media", "/openapi.json", "/docs", "/api/v1/webhooks/replicate"):
+        answer = requests.get(f"{admin}{path}", headers=quiet_api.auth(quiet_api.new_user()),
+                              timeout=10)
+        assert answer.status_code == 404, (path, answer.text)
 
 
 def _mediaimport_watches(kube: Any) -> float:

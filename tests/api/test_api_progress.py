@@ -8,18 +8,15 @@ the control plane as the operator does (the status subresource), and reads the A
 from __future__ import annotations
 
 import json
-import threading
-import time
 from typing import Any
 
 import psycopg
 import pytest
 import requests
-from api_world import ApiServer, eventually
+from api_world import ApiServer, eventually, follow_sse, follow_ws
 from mediaimport_api.routes.imports import Frame
 from mediaimport_api.schemas import ImportProgress
 from mediaimport_operator.model import ProgressStatus
-from websockets.sync.client import connect
 
 URL = "https://cdn.example.test/clips/progress.mp4"
 
@@ -33,60 +30,6 @@ def report(phase: str, percent: float | None, downloaded: int, **extra: Any) -> 
         "speed": 2_000_000.0, "eta": extra.pop("eta", None), "attempt": 1,
         "updatedAt": extra.pop("at", "2026-12-07T18:00:01Z"),
     }
-
-
-class Collected:
-    """Messages of a stream read on a thread of its own, until the server ends it."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self.ended = threading.Event()
-        self.error: BaseException | None = None
-
-    def wait_for(self, count: int, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.messages) < count:
-            assert self.error is None, self.error
-            assert time.monotonic() < deadline, f"{len(self.messages)} of {count}: {self.messages}"
-            time.sleep(0.02)
-
-
-def follow_sse(api: ApiServer, user: str, name: str) -> Collected:
-    collected = Collected()
-
-    def read() -> None:
-        try:
-            answer = api.request("GET", f"/api/v1/imports/{name}/events", user, stream=True,
-                                 timeout=60)
-            assert answer.status_code == 200, answer.text
-            for line in answer.iter_lines(decode_unicode=True):
-                if line.startswith("data:"):
-                    collected.messages.append(json.loads(line[5:]))
-        except BaseException as error:  # reported by wait_for
-            collected.error = error
-        finally:
-            collected.ended.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    return collected
-
-
-def follow_ws(api: ApiServer, user: str, name: str) -> Collected:
-    collected = Collected()
-
-    def read() -> None:
-        try:
-            url = f"ws://127.0.0.1:{api.port}/api/v1/imports/{name}/ws"
-            with connect(url, additional_headers=api.auth(user), open_timeout=10) as socket:
-                for text in socket:
-                    collected.messages.append(json.loads(text))
-        except BaseException as error:
-            collected.error = error
-        finally:
-            collected.ended.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    return collected
 
 
 def write_status(api: ApiServer, name: str, status: dict[str, Any]) -> None:
