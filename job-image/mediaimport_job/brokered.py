@@ -151,10 +151,12 @@ class BrokeredStorage:
                 return self._put(url, headers, body)
             except _ExpiredError as exc:
                 if signed_again:
+                    # Signed afresh and still refused: the operator's signing is wrong
+                    # (like SignatureDoesNotMatch with keys), which no retry fixes.
                     raise JobError(
                         FailureReason.UPLOAD_FAILED,
                         f"{what}: S3 refused the channel's presigned request: {exc}",
-                        retryable=True,
+                        retryable=False,
                     ) from None
                 signed_again = True
                 url, headers = sign()

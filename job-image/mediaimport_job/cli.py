@@ -134,7 +134,7 @@ def _post_failure(
 ) -> None:
     """Tell the channel about a failure, briefly; never raises."""
     if reporter is not None:
-        reporter.stop(final=False, timeout=1.0)
+        reporter.stop(final=False, timeout=0.5)
     if channel is None:
         return
     try:
