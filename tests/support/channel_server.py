@@ -220,7 +220,7 @@ class _Handler(BaseHTTPRequestHandler):
         prefix = protocol.API_PREFIX + "/"
         channel: ImportChannel | None = None
         endpoint = ""
-        status = 500
+        headers: dict[str, str] = {}
         try:
             if not path.startswith(prefix):
                 raise _Refusal(404, "NotFound", "no such endpoint")
@@ -233,25 +233,23 @@ class _Handler(BaseHTTPRequestHandler):
             self._authorize(channel)
             fault = channel._fault(endpoint)
             if fault is not None:
-                status = fault.status
-                headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-                self._reply(status, {"reason": fault.reason, "message": fault.message}, headers)
-                return
-            answer = self._handle(channel, endpoint, raw)
-            status = 200
-            self._reply(200, answer)
+                if fault.retry_after:
+                    headers["Retry-After"] = fault.retry_after
+                raise _Refusal(fault.status, fault.reason, fault.message)
+            status, body = 200, self._handle(channel, endpoint, raw)
         except _Refusal as refusal:
-            status = refusal.status
-            self._reply(status, {"reason": refusal.reason, "message": refusal.message})
+            status, body = refusal.status, {"reason": refusal.reason, "message": refusal.message}
         except ValidationError as exc:
-            status = 422
-            self._reply(422, {"reason": "InvalidRequest", "message": str(exc)[:500]})
-        finally:
-            if channel is not None:
-                with channel.lock:
-                    channel.requests.append(
-                        Request(endpoint, status, self.client_address[1], time.monotonic())
-                    )
+            status, body = 422, {"reason": "InvalidRequest", "message": str(exc)[:500]}
+        except Exception as exc:  # S3 failing: what the operator answers then
+            status, body = 503, {"reason": "StorageUnavailable", "message": str(exc)[:500]}
+        if channel is not None:
+            # Recorded before the answer goes out: the client's next request comes after.
+            with channel.lock:
+                channel.requests.append(
+                    Request(endpoint, status, self.client_address[1], time.monotonic())
+                )
+        self._reply(status, body, headers)
 
     def _authorize(self, channel: ImportChannel) -> None:
         header = self.headers.get("Authorization", "")
