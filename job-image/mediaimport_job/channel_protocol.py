@@ -58,7 +58,9 @@ ABORT = "uploads/abort"
 RESULT = "result"
 
 MAX_PARTS_PER_REQUEST = 100
-PRESIGN_EXPIRES_S = 900
+# Short-lived: a URL handed out stays good for this long whatever happens to its import
+# after (the job asks again for the parts it has not sent yet).
+PRESIGN_EXPIRES_S = 300
 # The job reports at most this often; the operator writes status.progress at most every
 # STATUS_INTERVAL_S per import (at once when the phase changes).
 REPORT_INTERVAL_S = 1.0

@@ -469,7 +469,9 @@ class ChannelServer:
 
     # -- uploads ---------------------------------------------------------------------
     async def _put(self, request: web.Request) -> web.Response:
-        mi = await self._authorized(request, fresh=False)
+        # Fresh: a finished import's prefix gets no new write URL, not even from a stale
+        # cache entry.
+        mi = await self._authorized(request, fresh=True)
         self._require_brokered()
         body = await self._parse(request, PutRequest)
         signed = await self._storage(self.storage.presign_put(
@@ -480,7 +482,9 @@ class ChannelServer:
         return web.json_response(signed.model_dump())
 
     async def _multipart(self, request: web.Request) -> web.Response:
-        mi = await self._authorized(request, fresh=False)
+        # Fresh: a finished import's prefix gets no new write URL, not even from a stale
+        # cache entry.
+        mi = await self._authorized(request, fresh=True)
         self._require_brokered()
         body = await self._parse(request, MultipartRequest)
         upload_id = await self._storage(
@@ -490,7 +494,9 @@ class ChannelServer:
         return web.json_response(MultipartCreated(uploadId=upload_id).model_dump())
 
     async def _parts(self, request: web.Request) -> web.Response:
-        mi = await self._authorized(request, fresh=False)
+        # Fresh: a finished import's prefix gets no new write URL, not even from a stale
+        # cache entry.
+        mi = await self._authorized(request, fresh=True)
         self._require_brokered()
         body = await self._parse(request, PartsRequest)
         signed = await self._storage(self.storage.presign_parts(

@@ -264,11 +264,16 @@ def test_credentials_are_good_for_their_own_import_only_and_s3_checks_the_urls(
     reading = requests.get(presigned["url"], timeout=10)  # a write URL reads nothing
     assert reading.status_code == 403
 
-    # Once A is finished its credential is refused.
+    # Once A is finished its credential is refused: at once for anything that writes,
+    # and for progress once the channel's short cache of the import has expired.
     assert env.wait_phase(a, "Ready", "Failed")["status"]["phase"] == "Ready"
-    finished = _post(channel_a, token_a, "progress", _report())
-    assert finished.status_code == 409, finished.text
-    assert json.loads(finished.text)["reason"]
+    late = _post(channel_a, token_a, "uploads/put", {
+        "key": f"{prefix}/late.bin", "contentType": "application/octet-stream",
+        "sha256": digest, "contentLength": len(body)})
+    assert late.status_code == 409, late.text
+    assert json.loads(late.text)["reason"]
+    eventually(lambda: _post(channel_a, token_a, "progress", _report()).status_code == 409,
+               timeout=10, what="progress refused for the finished import")
 
 
 def test_the_leader_deleted_mid_import_the_import_still_finishes(env: Env) -> None:
