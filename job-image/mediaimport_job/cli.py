@@ -165,8 +165,8 @@ def execute(
     if settings.channel is not None:
         channel = ChannelClient(settings.channel, pool_size=4)
     tracker = Tracker()
-    if channel is not None:
-        reporter = Reporter(tracker, channel).start()
+    if channel is not None and settings.channel is not None and settings.channel.progress_interval:
+        reporter = Reporter(tracker, channel, interval=settings.channel.progress_interval).start()
     workdir = Path(tempfile.mkdtemp(prefix="mediaimport-job-"))
     failed: FailedResult
     try:

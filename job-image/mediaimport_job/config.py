@@ -84,6 +84,7 @@ class Channel:
     budget: float  # seconds one request may spend retrying
     pod_name: str
     pod_uid: str
+    progress_interval: float = 1.0  # seconds between progress reports; 0: none
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,11 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     add("--pod-name", "this pod's name, sent with the result (default: the host name)")
     add(
+        "--progress-interval",
+        "seconds between progress reports to the channel (at least 1; 0: none)",
+        default="1",
+    )
+    add(
         "--channel-budget",
         "seconds one channel request may spend retrying before the job fails as ChannelUnavailable",
         default=str(DEFAULT_CHANNEL_BUDGET),
@@ -294,7 +300,16 @@ def _channel(
         budget=_number(args.channel_budget, "--channel-budget", float, 0.1),
         pod_name=pod_name[:253],
         pod_uid=pod_uid[:64],
+        progress_interval=_progress_interval(args.progress_interval),
     )
+
+
+def _progress_interval(value: str | None) -> float:
+    """0 (no reports) or at least a second: the channel takes one report a second."""
+    interval = _number(value, "--progress-interval", float, 0)
+    if 0 < interval < 1:
+        raise ConfigError("--progress-interval must be 0 (no reports) or at least 1 second")
+    return interval
 
 
 def _host_name() -> str:

@@ -93,3 +93,16 @@ def test_the_credential_is_not_a_flag() -> None:
     assert "CHANNEL_TOKEN" not in "".join(
         action.dest.upper() for action in config.build_parser({})._actions
     )
+
+
+@pytest.mark.parametrize(("value", "interval"), [("1", 1.0), ("5", 5.0), ("0", 0.0)])
+def test_progress_reports_are_a_second_apart_at_most_often_or_off(
+    value: str, interval: float
+) -> None:
+    environ = {channel_protocol.CHANNEL_TOKEN_ENV: "v1.1.2.mac"}
+    settings = parse_settings([*BASE, "--channel-url", URL, "--progress-interval", value],
+                              environ)
+    assert settings.channel is not None
+    assert settings.channel.progress_interval == interval
+    with pytest.raises(ConfigError, match="at least 1 second"):
+        parse_settings([*BASE, "--channel-url", URL, "--progress-interval", "0.5"], environ)
