@@ -413,6 +413,10 @@ class ChannelServer:
     async def _progress(self, request: web.Request) -> web.Response:
         mi = await self._authorized(request, fresh=False)
         report = await self._parse(request, ProgressReport)
+        # A pod cannot know which attempt of its Job it is; the status counts them.
+        attempts = mi.status.attempts or 1
+        if report.attempt < attempts:
+            report = report.model_copy(update={"attempt": attempts})
         key: ImportKey = (mi.ref.namespace, mi.ref.name, mi.ref.uid)
         try:
             decision = self._gate.offer(key, report, self._clock())
