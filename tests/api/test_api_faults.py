@@ -4,17 +4,30 @@ context, revoked tokens, merged metadata, Idempotency-Key replays."""
 
 from __future__ import annotations
 
+import base64
+import datetime
+import ipaddress
 import json
+import ssl
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 import requests
-from api_world import SIGNING_KEY, WEBHOOK_SECRET, ApiServer, eventually, follow_sse
+from api_world import SIGNING_KEY, WEBHOOK_SECRET, ApiServer, World, eventually, follow_sse
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from mediaimport_api.context import WebhookContext, issue
 from mediaimport_api.signatures import sign_headers
+from mediaimport_dev.controlplane import ControlPlane
 from psycopg.types.json import Jsonb
 from test_api_webhooks import deliver, prediction, webhook_url
 
@@ -217,3 +230,144 @@ def test_a_replay_of_a_request_that_waited_for_a_failure_answers_that_failure(
                                    params={"wait": 30})
     assert (replay.status_code, replay.json()) == (422, first.json())
     assert replay.headers["Idempotent-Replayed"] == "true"
+
+
+# -- item 12: same-key requests neither exhaust the pool nor make the pod unready -----------
+
+
+class SlowAdmission:
+    """A validating admission webhook of the real API server that holds each creation of a
+    MediaImport whose URL has ``/slow/`` in it for ``delay`` seconds: the Kubernetes API
+    slow to answer, as under load, for one namespace's imports only."""
+
+    def __init__(self, kube: Any, namespace: str, tmp: Path, delay: float) -> None:
+        self.kube, self.delay = kube, delay
+        self.seen = threading.Event()
+        self.name = f"slow-{namespace}"
+        cert, key, ca = _serving_cert(tmp)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                request = review["request"]
+                if "/slow/" in ((request.get("object") or {}).get("spec") or {}).get("url", ""):
+                    outer.seen.set()
+                    time.sleep(outer.delay)
+                answer = json.dumps({"apiVersion": "admission.k8s.io/v1",
+                                     "kind": "AdmissionReview",
+                                     "response": {"uid": request["uid"], "allowed": True}})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(answer.encode())
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.kube.create(WEBHOOKS, {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": self.name},
+            "webhooks": [{
+                "name": "slow.mediaimport.test",
+                "clientConfig": {"url": f"https://127.0.0.1:{self.server.server_port}/",
+                                 "caBundle": base64.b64encode(ca).decode()},
+                "rules": [{"apiGroups": ["mediaimport.dev"], "apiVersions": ["v1alpha1"],
+                           "operations": ["CREATE"], "resources": ["mediaimports"]}],
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                "sideEffects": "None", "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 20, "failurePolicy": "Ignore",
+            }],
+        })
+
+    def close(self) -> None:
+        self.kube.delete(f"{WEBHOOKS}/{self.name}")
+        self.server.shutdown()
+
+
+WEBHOOKS = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+
+
+def _serving_cert(tmp: Path) -> tuple[Path, Path, bytes]:
+    """(certificate, key, CA certificate PEM) for 127.0.0.1, signed by a CA of its own."""
+    now = datetime.datetime.now(datetime.UTC)
+
+    def certificate(subject: str, key: Any, issuer: str, signer: Any, *, ca: bool) -> Any:
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(hours=2))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca:
+            builder = builder.add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = certificate("slow-admission-ca", ca_key, "slow-admission-ca", ca_key, ca=True)
+    cert = certificate("127.0.0.1", key, "slow-admission-ca", ca_key, ca=False)
+    cert_path, key_path = tmp / "admission.crt", tmp / "admission.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path, ca.public_bytes(serialization.Encoding.PEM)
+
+
+def test_same_key_requests_wait_a_bounded_time_without_holding_the_pool(
+    control_plane: ControlPlane, crd: str, kube: Any, s3_server: Any, postgres_server: Any,
+    tmp_path: Path,
+) -> None:
+    """While the first request of a key waits for Kubernetes, eight more with that key
+    answer 409 in_progress within the bound, and another user's requests and the pod's
+    readiness do not notice (a pool of 4 connections: each waiting request held one)."""
+    world = World(control_plane, kube, s3_server, postgres_server, tmp_path)
+    admission = SlowAdmission(kube, world.namespace, tmp_path, delay=12)
+    api = world.start_api(MEDIAIMPORT_API_DATABASE_POOL_SIZE="4")
+    try:
+        alice, bob = api.new_user(), api.new_user()
+        body = {"url": "https://cdn.example.test/slow/clip.mp4", "type": "video"}
+        key = {"Idempotency-Key": str(uuid.uuid4())}
+        with ThreadPoolExecutor(12) as pool:
+            first = pool.submit(api.post_import, alice, body, headers=key)
+            assert admission.seen.wait(20), "the creation never reached the admission webhook"
+            started = time.monotonic()
+            same = [pool.submit(api.post_import, alice, body, headers=key) for _ in range(8)]
+            time.sleep(0.5)  # they are waiting on the key now
+
+            def timed(call: Any) -> tuple[int, float]:
+                begun = time.monotonic()
+                return call().status_code, time.monotonic() - begun
+
+            others = [timed(lambda: api.request("GET", "/api/v1/media", bob)),
+                      timed(lambda: api.post_import(bob, {"url": URL})),
+                      timed(lambda: requests.get(f"{api.admin_url}/readyz", timeout=30))]
+            answers = [future.result(timeout=60) for future in same]
+            answered_within = time.monotonic() - started
+            original = first.result(timeout=60)
+            first_took = time.monotonic() - started
+        assert first_took > 10, "the creation was not held up: the test proves nothing"
+        for status, took in others:
+            assert (status in (200, 202)) and took < 2.5, others
+        for answer in answers:
+            assert answer.status_code == 409, answer.text
+            assert answer.json()["error"]["code"] == "in_progress"
+            assert answer.headers["Retry-After"] == "1"
+        assert answered_within < 9, answered_within  # the bound (5 s), not the 12 s creation
+        assert original.status_code == 202, original.text
+        replay = api.post_import(alice, body, headers=key)
+        assert (replay.status_code, replay.json()) == (202, original.json())
+        assert len(api.mediaimports(alice)) == 1 and len(api.rows(alice)) == 1
+    finally:
+        api.stop()
+        admission.close()
+        world.remove()
