@@ -93,7 +93,8 @@ def test_status_conditions_are_a_map_keyed_by_type() -> None:
 def test_printer_columns() -> None:
     columns = {c["name"]: c for c in _version()["additionalPrinterColumns"]}
     assert [n for n, c in columns.items() if not c.get("priority")] == [
-        "Type", "Phase", "Size", "Duration", "Age",
+        "Type", "Phase", "Progress", "Size", "Duration", "Age",
     ]
+    assert columns["Progress"]["jsonPath"] == ".status.progress.summary"
     assert [n for n, c in columns.items() if c.get("priority") == 1] == ["Reason", "Asset", "Job"]
     assert columns["Reason"]["jsonPath"] == '.status.conditions[?(@.type=="Succeeded")].reason'
