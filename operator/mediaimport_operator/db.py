@@ -84,10 +84,11 @@ def load_migrations() -> list[Migration]:
 _UPSERT_TEMPLATE = """
 INSERT INTO media_assets AS a (
     id, user_id, name, file_size, file_type, s3_key, thumbnail_s3_key,
-    status, checksum, file_metadata, created_at, updated_at
+    status, checksum, file_metadata, namespace, created_at, updated_at
 ) VALUES (
     %(id)s, %(user_id)s, %(name)s, %(file_size)s, %(file_type)s, %(s3_key)s,
-    %(thumbnail_s3_key)s, %(status)s, %(checksum)s, %(file_metadata)s, now(), now()
+    %(thumbnail_s3_key)s, %(status)s, %(checksum)s, %(file_metadata)s, %(namespace)s,
+    now(), now()
 )
 ON CONFLICT (id) DO UPDATE SET
     name = EXCLUDED.name,
@@ -100,6 +101,7 @@ ON CONFLICT (id) DO UPDATE SET
     file_metadata = a.file_metadata || EXCLUDED.file_metadata,
     updated_at = now()
 WHERE a.user_id = EXCLUDED.user_id
+  AND (a.namespace IS NULL OR a.namespace = EXCLUDED.namespace)
   AND (a.file_metadata -> 'mediaimport' ->> 'uid' IS NULL
        OR a.file_metadata -> 'mediaimport' ->> 'uid'
           = EXCLUDED.file_metadata -> 'mediaimport' ->> 'uid')
@@ -129,6 +131,7 @@ def row_params(row: AssetRow) -> dict[str, Any]:
         "status": row.status,
         "checksum": row.checksum,
         "file_metadata": Jsonb(row.file_metadata or {}),
+        "namespace": row.namespace,
     }
 
 
@@ -265,21 +268,22 @@ class Database:
             existing = await self._owner(conn, row.id)
         if existing is None:  # pragma: no cover - deleted between the statements
             return UpsertOutcome.WRITTEN
-        user_id, uid = existing
-        if user_id != row.user_id or (uid is not None and uid != row.import_uid):
+        user_id, uid, namespace = existing
+        if (user_id != row.user_id or (uid is not None and uid != row.import_uid)
+                or (namespace is not None and namespace != row.namespace)):
             return UpsertOutcome.CONFLICT
         return UpsertOutcome.TERMINAL
 
     async def _owner(
         self, conn: psycopg.AsyncConnection[Any], asset_id: str
-    ) -> tuple[str, str | None] | None:
+    ) -> tuple[str, str | None, str | None] | None:
         cursor = await conn.execute(
-            "SELECT user_id, file_metadata -> 'mediaimport' ->> 'uid' FROM media_assets"
-            " WHERE id = %s",
+            "SELECT user_id, file_metadata -> 'mediaimport' ->> 'uid', namespace"
+            " FROM media_assets WHERE id = %s",
             (asset_id,),
         )
         found = await cursor.fetchone()
-        return (found[0], found[1]) if found else None
+        return (found[0], found[1], found[2]) if found else None
 
     async def cancel(self, asset_id: str, import_uid: str, now: datetime) -> bool:
         """Fail a row that is still uploading (its MediaImport was deleted)."""

@@ -57,7 +57,14 @@ def job_name(mi: MediaImport) -> str:
 
 
 def key_prefix(mi: MediaImport, settings: Settings) -> str:
-    return settings.key_prefix_template.format(user_id=mi.spec.user_id, asset_id=mi.asset_id)
+    """Where an import's objects go: the template's layout for the namespaces an API serves
+    (and for all when none is named), under ``namespaces/{namespace}/`` for the others — an
+    import from another team's namespace never writes among an API user's media."""
+    prefix = settings.key_prefix_template.format(user_id=mi.spec.user_id, asset_id=mi.asset_id)
+    served = settings.served_namespaces
+    if served is None or mi.ref.namespace in served:
+        return prefix
+    return f"namespaces/{mi.ref.namespace}/{prefix}"
 
 
 def labels(mi: MediaImport) -> dict[str, str]:

@@ -38,6 +38,7 @@ class AssetRow:
     thumbnail_s3_key: str | None = None
     checksum: str | None = None
     file_metadata: dict[str, Any] | None = None
+    namespace: str | None = None  # the MediaImport's (None: a row the seed app made)
 
     @property
     def import_uid(self) -> str | None:
@@ -118,6 +119,7 @@ def row_for(mi: MediaImport, status: MediaImportStatus | None = None) -> AssetRo
         status=row_state,
         file_type=status.type or spec.type,
         file_metadata=metadata,
+        namespace=mi.ref.namespace,
         **values,
     )
 

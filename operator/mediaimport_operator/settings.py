@@ -92,6 +92,16 @@ class Settings(BaseSettings):
     key_prefix_template: str = Field(
         default="media/{user_id}/{asset_id}", description="S3 key prefix; {user_id} and {asset_id}."
     )
+    served_namespaces: Annotated[list[str] | None, NoDecode] = Field(
+        default=None,
+        description=(
+            "Namespaces an API serves to its users (the chart: the API's namespace). Their "
+            "imports keep the key layout key_prefix_template gives; every other namespace's "
+            "imports are stored under namespaces/{namespace}/ in front of it, so an import "
+            "made in another team's namespace for an API user's id never writes where that "
+            "user's media are. Unset: every namespace keeps the layout (no API)."
+        ),
+    )
     backoff_limit: int = Field(default=3, ge=0, le=20, description="Job backoffLimit (retries).")
     deadline_video: int = Field(default=1800, ge=1, description="activeDeadlineSeconds for video.")
     deadline_image: int = Field(default=600, ge=1, description="activeDeadlineSeconds for images.")
@@ -329,7 +339,8 @@ class Settings(BaseSettings):
     )
 
     @field_validator(
-        "namespaces", "job_command", "allowed_networks", "job_image_pull_secrets", mode="before"
+        "namespaces", "job_command", "allowed_networks", "job_image_pull_secrets",
+        "served_namespaces", mode="before",
     )
     @classmethod
     def _csv(cls, value: object) -> object:

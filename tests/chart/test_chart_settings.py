@@ -186,3 +186,12 @@ def test_lease_renew_deadline_must_be_shorter_than_the_lease() -> None:
     assert "renewDeadlineSeconds" in error and "durationSeconds" in error
     with pytest.raises(ValueError, match="lease_renew_deadline"):
         Settings(lease_duration=10, lease_renew_deadline=10)
+
+
+def test_the_apis_namespace_keeps_the_key_layout_and_others_do_not(
+    chart_settings: ReadSettings,
+) -> None:
+    settings = chart_settings([], ["api.namespace=media"])
+    assert settings.served_namespaces == ["media"]
+    alone = chart_settings([], ["api.enabled=false", "database.existingSecret="])
+    assert alone.served_namespaces is None

@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from mediaimport_operator.jobs import ChannelGrant, build_job, job_args, job_name
+from mediaimport_operator.jobs import ChannelGrant, build_job, job_args, job_name, key_prefix
 from mediaimport_operator.model import MediaImport
 from mediaimport_operator.settings import Settings
 from operator_factories import ASSET, UID, mi_body
@@ -298,3 +298,18 @@ def test_credentials_mode_gives_the_pod_the_secret_and_still_the_channel(
     env = {item["name"]: item.get("value") for item in container["env"]}
     assert env["MEDIAIMPORT_STORAGE"] == "credentials"
     assert env["MEDIAIMPORT_CHANNEL_URL"].endswith("/v1/imports/media/sunset")
+
+
+def test_imports_of_namespaces_no_api_serves_never_write_among_its_users_media() -> None:
+    served = Settings(served_namespaces=["media"])
+    mine = MediaImport.from_body(mi_body(spec={"userId": "alice", "assetId": ASSET}))
+    assert mine.ref.namespace == "media"
+    assert key_prefix(mine, served) == f"media/alice/{ASSET}"
+    body = mi_body(spec={"userId": "alice", "assetId": ASSET})
+    body["metadata"]["namespace"] = "team-b"
+    theirs = MediaImport.from_body(body)
+    assert key_prefix(theirs, served) == f"namespaces/team-b/media/alice/{ASSET}"
+    args = job_args(theirs, served)
+    assert args[args.index("--key-prefix") + 1] == f"namespaces/team-b/media/alice/{ASSET}"
+    # No API named: every namespace keeps the layout.
+    assert key_prefix(theirs, Settings()) == f"media/alice/{ASSET}"

@@ -67,18 +67,19 @@ def test_migrations_apply_once_also_when_racing(database_url: str) -> None:
                 await db.close()
 
     results = run(scenario())
-    assert sorted(len(r) for r in results) == [0, 0, 3]
+    assert sorted(len(r) for r in results) == [0, 0, 4]
     with psycopg.connect(database_url) as conn:
         versions = conn.execute("SELECT version, name FROM schema_migrations").fetchall()
         assert versions == [(1, "0001_media_assets.sql"), (2, "0002_api_idempotency_keys.sql"),
-                            (3, "0003_api_deliveries_and_key_answers.sql")]
+                            (3, "0003_api_deliveries_and_key_answers.sql"),
+                            (4, "0004_media_assets_namespace.sql")]
         columns = {r[0] for r in conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name='media_assets'"
         )}
     assert columns == {
         "id", "user_id", "name", "file_size", "file_type", "s3_key", "thumbnail_s3_key",
         "status", "checksum", "file_metadata", "folder_id", "tags", "is_deleted",
-        "created_at", "updated_at",
+        "created_at", "updated_at", "namespace",
     }
 
 
@@ -275,6 +276,28 @@ def test_unreachable_database_fails_fast() -> None:
         try:
             with pytest.raises(DatabaseUnavailable):
                 await db.upsert(row_for(_mi()))
+        finally:
+            await db.close()
+
+    run(scenario())
+
+
+def test_rows_record_their_namespace_and_another_namespace_cannot_take_one(
+    database_url: str,
+) -> None:
+    async def scenario() -> None:
+        db = Database(database_url)
+        try:
+            asset = str(uuid.uuid4())
+            first = _mi(asset=asset)
+            assert await db.upsert(row_for(first)) is UpsertOutcome.WRITTEN
+            row = await db.get(asset)
+            assert row is not None and row["namespace"] == first.ref.namespace
+            body = mi_body(spec={"url": "https://example.com/a.mp4", "userId": "user-1",
+                                 "assetId": asset}, uid=first.ref.uid)
+            body["metadata"]["namespace"] = "team-b"
+            elsewhere = MediaImport.from_body(body)  # even with the same uid
+            assert await db.upsert(row_for(elsewhere)) is UpsertOutcome.CONFLICT
         finally:
             await db.close()
 
