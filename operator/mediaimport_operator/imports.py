@@ -24,7 +24,7 @@ from .informer import Informer
 from .kube import ApiError, Json, Kube, mediaimport_path
 from .model import MediaImport, Phase
 from .objects import ObjectStore
-from .reconcile import Reconciler, RetryLater
+from .reconcile import RECORD_FINALIZER, Reconciler, RetryLater
 from .retries import Work
 from .serial import Serial
 from .settings import Settings
@@ -125,7 +125,7 @@ class Imports:
         meta = body.get("metadata") or {}
         held = FINALIZER in _finalizers(body)
         if meta.get("deletionTimestamp"):
-            return held
+            return held or RECORD_FINALIZER in _finalizers(body)
         if not self.settings.delete_objects_on_delete or held:
             return False
         return (body.get("status") or {}).get("phase") != Phase.FAILED  # a failed one has none
@@ -153,8 +153,15 @@ class Imports:
             if deleting and self.settings.delete_objects_on_delete and not objects_deleted:
                 await self._delete_objects(body)
                 objects_deleted = True
-            others = [f for f in _finalizers(body) if f != FINALIZER]
-            finalizers = others if deleting else [*others, FINALIZER]
+            if deleting and RECORD_FINALIZER in _finalizers(body):
+                # The row the import held on for, from its last status (raises while
+                # Postgres is still down: tried again later).
+                await self.rec.record_deleted(body)
+            if deleting:  # both of ours go; the API server deletes the object then
+                finalizers = [f for f in _finalizers(body)
+                              if f not in (FINALIZER, RECORD_FINALIZER)]
+            else:
+                finalizers = [*(f for f in _finalizers(body) if f != FINALIZER), FINALIZER]
             patch = {"metadata": {"finalizers": finalizers or None,
                                   "resourceVersion": meta.get("resourceVersion")}}
             try:

@@ -71,6 +71,8 @@ GrantChannel = Callable[[MediaImport], ChannelGrant]
 # Remove what a failed import's pods stored under its prefix (brokered pods cannot delete).
 DiscardObjects = Callable[[MediaImport], Awaitable[int]]
 _MAX_CONFLICT_RETRIES = 8
+# Held by a finished import while its row is behind (see Reconciler._hold_for_row).
+RECORD_FINALIZER = "mediaimport.dev/record"
 _READ_AGAIN = object()
 
 
@@ -286,6 +288,8 @@ class Reconciler:
         if self.db is None:
             return
         mi = MediaImport.from_body(body)
+        if not needs_recording(mi.status):
+            return
         try:
             outcome = await self.db.upsert(row_for(mi, mi.status))
         except DatabaseError as error:
@@ -516,7 +520,7 @@ class Reconciler:
             status = await self._record(mi, decision.status, written, db_error)
             decision = Decision(status, decision.events)
             try:
-                await self._write(mi, decision)
+                written_body = await self._write(mi, decision)
             except ApiError as error:
                 if error.conflict:
                     job = body = None  # re-read everything: someone else wrote first
@@ -525,6 +529,7 @@ class Reconciler:
                     return
                 raise
             self._follow_row(mi, status)
+            await self._hold_for_row(mi, status, written_body or body)
             if job is not None and view is not None and status.phase and status.phase.terminal:
                 await self._release_job(mi, job)
             return
@@ -577,15 +582,16 @@ class Reconciler:
             now=now, generation=generation,
         )
 
-    async def _write(self, mi: MediaImport, decision: Decision) -> None:
+    async def _write(self, mi: MediaImport, decision: Decision) -> Json | None:
+        """Write the status when it changed; the object as written (None: unchanged)."""
         new = decision.status.wire()
         if new == mi.status.wire():
-            return
+            return None
         patch: dict[str, Any] = {
             "metadata": {"resourceVersion": mi.resource_version},
             "status": new,
         }
-        await self.kube.merge_patch(
+        written = await self.kube.merge_patch(
             mediaimport_path(mi.ref.namespace, mi.ref.name) + "/status", patch
         )
         old_phase, new_phase = mi.status.phase, decision.status.phase
@@ -602,6 +608,30 @@ class Reconciler:
             self._observe_terminal(decision.status)
             if new_phase == Phase.FAILED and decision.status.job_name:
                 await self._discard(mi)
+        return written
+
+    async def _hold_for_row(self, mi: MediaImport, status: MediaImportStatus, body: Json) -> None:
+        """A finished import whose row is not written yet (Postgres is down) keeps a
+        finalizer: deleted meanwhile, it stays until its row is written from it. What the row
+        needs then lives on the object, where a restarted operator finds it, not in memory."""
+        meta = body.get("metadata") or {}
+        finalizers = [str(f) for f in meta.get("finalizers") or []]
+        want = (self.db is not None and status.phase is not None and status.phase.terminal
+                and needs_recording(status))
+        if want == (RECORD_FINALIZER in finalizers) or (want and mi.deleting):
+            return
+        kept = [f for f in finalizers if f != RECORD_FINALIZER]
+        patch = {"metadata": {"finalizers": [*kept, RECORD_FINALIZER] if want else kept or None,
+                              "resourceVersion": meta.get("resourceVersion")}}
+        try:
+            await self.kube.merge_patch(mediaimport_path(mi.ref.namespace, mi.ref.name), patch)
+        except ApiError as error:
+            if error.not_found:
+                return
+            if not error.conflict:
+                raise
+            # Changed meanwhile: the next sync (queued while the row is behind) sees it again.
+            self.retries.add(Work.SYNC, mi.ref.namespace, mi.ref.name, mi.ref.uid)
 
     async def _discard(self, mi: MediaImport) -> None:
         """Delete what the failed import's pods stored (in brokered mode they cannot):
@@ -704,7 +734,7 @@ def _essentials(body: Json) -> Json:
 
 
 _KEPT_METADATA = ("name", "namespace", "uid", "resourceVersion", "generation",
-                  "deletionTimestamp")
+                  "deletionTimestamp", "finalizers")
 
 
 def _first_line(text: str) -> str:

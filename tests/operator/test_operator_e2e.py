@@ -8,6 +8,7 @@ import hashlib
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -324,6 +325,39 @@ def test_postgres_down_during_an_import_catches_up(env: Env) -> None:
                      what="the row to catch up")
     assert row["s3_key"] == body["status"]["result"]["key"]
     eventually(lambda: _condition(env.get(name), "Recorded")["status"] == "True", timeout=30)
+
+
+def test_a_finished_import_deleted_while_postgres_is_down_keeps_its_row_through_a_restart(
+    env: Env,
+) -> None:
+    operator = env.start_operator(MEDIAIMPORT_DATABASE_TIMEOUT="1")
+    clip = env.origin.add(env.media.path("h264.mp4"), "pgdown-deleted.mp4")
+    name = new_name("pgdel")
+    uid = env.create(name, url=env.url(f"/files/{clip}?wait=1"))["metadata"]["uid"]
+    eventually(lambda: (r := env.row(uid)) and r["status"] == "uploading", timeout=30,
+               what="the uploading row")
+    stop_postgres_fast(env.postgres)
+    try:
+        body = env.wait_phase(name, "Ready", "Failed")
+        assert body["status"]["phase"] == "Ready"
+        eventually(lambda: (b := env.get(name)) and _condition(b, "Recorded")["status"]
+                   == "False" and "mediaimport.dev/record" in b["metadata"].get("finalizers", []),
+                   timeout=30, what="Recorded=False and the import held for its row")
+        env.kube.delete(env.mi_path(name))
+        time.sleep(2)
+        operator.kill()  # whatever it meant to write later is gone with it
+        assert env.get(name) is not None  # held until its row is written
+    finally:
+        env.postgres.start()
+    env.start_operator(MEDIAIMPORT_ORPHAN_SWEEP_INTERVAL="2")
+    row = eventually(lambda: (r := env.row(uid)) and r["status"] != "uploading" and r,
+                     timeout=60, what="the row written after the restart")
+    assert row["status"] == "ready", row["file_metadata"].get("error")
+    assert row["s3_key"] == body["status"]["result"]["key"]
+    eventually(lambda: env.get(name) is None, timeout=30, what="the import to go")
+    time.sleep(5)  # a sweep or two later, still ready
+    after = env.row(uid)
+    assert after is not None and after["status"] == "ready"
 
 
 def test_deleting_an_import_in_flight_cancels_it(env: Env) -> None:
