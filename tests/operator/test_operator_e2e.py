@@ -360,6 +360,26 @@ def test_a_finished_import_deleted_while_postgres_is_down_keeps_its_row_through_
     assert after is not None and after["status"] == "ready"
 
 
+def test_an_import_from_a_namespace_no_api_serves_writes_nothing_among_its_users_media(
+    env: Env,
+) -> None:
+    env.start_operator(MEDIAIMPORT_SERVED_NAMESPACES="the-apis-namespace")
+    clip = env.origin.add(env.media.path("h264.mp4"), "elsewhere.mp4")
+    name = new_name("elsewhere")
+    uid = env.create(name, url=env.url(f"/files/{clip}"), userId="alice")["metadata"]["uid"]
+    body = env.wait_phase(name, "Ready", "Failed")
+    assert body["status"]["phase"] == "Ready", body["status"]
+    prefix = f"namespaces/{env.namespace}/media/alice/{uid}/"
+    assert body["status"]["result"]["key"].startswith(prefix)
+    s3 = env.s3.client()
+    assert s3.list_objects_v2(Bucket=env.bucket, Prefix="media/alice/").get("KeyCount", 0) == 0
+    assert s3.list_objects_v2(Bucket=env.bucket, Prefix=prefix)["KeyCount"] == 2
+    row = eventually(lambda: (r := env.row(uid)) and r["status"] == "ready" and r, timeout=20,
+                     what="the ready row")
+    assert row["namespace"] == env.namespace
+    assert row["s3_key"].startswith(prefix)
+
+
 def test_deleting_an_import_in_flight_cancels_it(env: Env) -> None:
     env.start_operator(MEDIAIMPORT_JOB_EXTRA_ENV='{"MEDIAIMPORT_RETRIES": "0"}')
     clip = env.origin.add(env.media.path("h264.mp4"), "stall.mp4")
