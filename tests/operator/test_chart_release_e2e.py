@@ -195,11 +195,11 @@ def test_the_chart_installed_with_helm_runs_imports_end_to_end(
     assert applied["status"]["phase"] == "Ready", applied["status"]
     table = kubectl(env.plane, "get", "mi", "by-kubectl", "-n", ns, "-o", "wide").stdout
     header, line = table.splitlines()
-    assert header.split() == ["NAME", "TYPE", "PHASE", "SIZE", "DURATION", "AGE", "REASON",
-                              "ASSET", "JOB"]
+    assert header.split() == ["NAME", "TYPE", "PHASE", "PROGRESS", "SIZE", "DURATION", "AGE",
+                              "REASON", "ASSET", "JOB"]
     cells = line.split()
     status = applied["status"]
-    assert cells[:4] == ["by-kubectl", "image", "Ready",
+    assert cells[:5] == ["by-kubectl", "image", "Ready", "100%",
                          str(env.media.path("image.png").stat().st_size)]
     assert cells[-3:] == ["Imported", status["assetId"], status["jobName"]]
 
@@ -220,11 +220,23 @@ def test_the_chart_installed_with_helm_runs_imports_end_to_end(
     assert done["status"]["phase"] == "Ready", done["status"]
     assert done["spec"]["metadata"]["aiGenerated"] is True
 
-    # 4. helm upgrade with a changed value: once the new replicas lead (the old leader acts
-    # until it has stopped and released the Lease), the next import's Job has it.
+    # 4. helm upgrade with a changed value and a new channel key: once the new replicas lead
+    # (the old leader acts until it has stopped and released the Lease), the next import's
+    # Job has it, and an import that ran through the upgrade, with a credential of the old
+    # key, finishes through the new replicas' channel.
+    keys_path = f"/api/v1/namespaces/{ns}/secrets/{name_prefix}-operator-channel"
+    old_keys = env.kube.get(keys_path)["data"]
+    assert list(old_keys) == ["1"]
+    slow = env.origin.add(env.media.path("h264.mp4"), "release-slow.mp4")
+    rate = max(1000, size // 40)  # some 40 s: it outlives the replicas it started with
+    env.create("through-upgrade", url=env.url(f"/paced/{slow}?rate={rate}"), userId=USER)
+    eventually(lambda: ((env.get("through-upgrade") or {}).get("status") or {}).get("progress"),
+               timeout=120, what="the slow import's first progress")
     before = {p["metadata"]["name"] for p in _pods(env, release, "operator")}
     _helm(env, "upgrade", release, str(CHART), "--reuse-values", "--wait", "--timeout",
-          "300s", "--set", "job.backoffLimit=5")
+          "300s", "--set", "job.backoffLimit=5", "--set", "operator.channel.keyGeneration=2")
+    new_keys = env.kube.get(keys_path)["data"]
+    assert sorted(new_keys) == ["1", "2"] and new_keys["1"] == old_keys["1"]
 
     def new_leader() -> str | None:
         current = {p["metadata"]["name"] for p in _pods(env, release, "operator")}
@@ -237,6 +249,9 @@ def test_the_chart_installed_with_helm_runs_imports_end_to_end(
     upgraded = env.wait_phase("after-upgrade", "Ready", "Failed", timeout=180)
     job = env.kube.get(f"/apis/batch/v1/namespaces/{ns}/jobs/{upgraded['status']['jobName']}")
     assert job["spec"]["backoffLimit"] == 5
+    through = env.wait_phase("through-upgrade", "Ready", "Failed", timeout=240)
+    assert through["status"]["phase"] == "Ready", through["status"]
+    assert through["status"]["attempts"] == 1
 
     # 5. The leader killed: the standby takes over and imports go on.
     first = _holder(env, lease)
@@ -269,6 +284,7 @@ def test_the_chart_installed_with_helm_runs_imports_end_to_end(
         assert env.kube.get(path, labelSelector=instance)["items"] == [], path
     eventually(lambda: not _pods(env, release, "operator") and not _pods(env, release, "api"),
                timeout=60, what="the release's pods to go")
-    for name in (mi_name, "by-kubectl", hooked["import_job_id"], "after-upgrade"):
+    for name in (mi_name, "by-kubectl", hooked["import_job_id"], "after-upgrade",
+                 "through-upgrade"):
         kept = env.get(name)
         assert kept is not None and kept["status"]["phase"] == "Ready"
