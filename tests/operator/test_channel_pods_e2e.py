@@ -317,3 +317,23 @@ def test_an_unreachable_channel_fails_the_import_as_channel_unavailable(env: Env
     condition = _condition(body)
     assert condition["reason"] == "ChannelUnavailable", condition
     assert "channel" in condition["message"]
+
+
+def test_credentials_mode_gives_the_pod_its_secret_and_still_reports_through_the_channel(
+    env: Env,
+) -> None:
+    env.start_operator(MEDIAIMPORT_STORAGE_ACCESS="credentials")
+    url, data = _slow_url(env, "credentials.mp4")
+    name = new_name("creds")
+    uid = env.create(name, url=url)["metadata"]["uid"]
+    pod = _running_pod(env, uid)
+    (container,) = pod["spec"]["containers"]
+    assert container["envFrom"] == [{"secretRef": {"name": "mediaimport-s3"}}]
+    variables = {e["name"]: e.get("value") for e in container["env"]}
+    assert variables["MEDIAIMPORT_STORAGE"] == "credentials"
+    eventually(lambda: ((env.get(name) or {}).get("status") or {}).get("progress"),
+               timeout=60, what="progress through the channel")
+    body = env.wait_phase(name, "Ready", "Failed")
+    assert body["status"]["phase"] == "Ready", body["status"]
+    stored = env.s3.client().get_object(Bucket=env.bucket, Key=body["status"]["result"]["key"])
+    assert stored["Body"].read() == data
