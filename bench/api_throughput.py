@@ -383,8 +383,10 @@ def main() -> int:
     token = new_token()
     tokens = work / "tokens"
     tokens.write_text(f"{hash_token(token)} {USER}\n")
-    port = free_port("127.0.0.1")
+    port, admin_port = free_port("127.0.0.1"), free_port("127.0.0.1")
     api = f"http://127.0.0.1:{port}"
+    # /readyz and /metrics on a port of their own, as the chart installs the API.
+    admin = f"http://127.0.0.1:{admin_port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MEDIAIMPORT_"))}
     env.update({
         **s3.env(),
@@ -397,6 +399,7 @@ def main() -> int:
         "MEDIAIMPORT_API_BUCKET": "bench",
         "MEDIAIMPORT_API_HOST": "127.0.0.1",
         "MEDIAIMPORT_API_PORT": str(port),
+        "MEDIAIMPORT_API_ADMIN_PORT": str(admin_port),
         "MEDIAIMPORT_API_LOG_LEVEL": "WARNING",
         "PYTHONPATH": os.pathsep.join(str(REPO / f) for f in
                                       ("api", "operator", "job-image", "devstack")),
@@ -407,7 +410,7 @@ def main() -> int:
     origin = "https://media.bench.example"
     try:
         process = spawn([sys.executable, "-m", "mediaimport_api"], log, env=env)
-        wait_started(process, log, lambda: _ready(api), what="the API", timeout=60,
+        wait_started(process, log, lambda: _ready(admin), what="the API", timeout=60,
                      interval=0.2)
         pids = {"api": process.pid,
                 **{name: plane.components[name].pid for name in (
@@ -501,9 +504,10 @@ def main() -> int:
     return 0
 
 
-def _ready(api: str) -> bool:
+def _ready(admin: str) -> bool:
+    """The API answers /readyz on its admin port (``admin``, its URL)."""
     try:
-        return requests.get(f"{api}/readyz", timeout=2).ok
+        return requests.get(f"{admin}/readyz", timeout=2).ok
     except requests.RequestException:
         return False
 

@@ -110,8 +110,18 @@ def helm(kubeconfig: str, *args: str, timeout: float = 600) -> str:
     return done.stdout
 
 
+def _service_urls(service: Json) -> tuple[str, str]:
+    """The API's URL (its Service port ``http``, the one an Ingress reaches) and the URL
+    of its probes and metrics (``http-admin``; the same without an admin port)."""
+    ports = {port["name"]: port["port"] for port in service["spec"]["ports"]}
+    host = service["spec"]["clusterIP"]
+    admin = ports.get("http-admin", ports["http"])
+    return f"http://{host}:{ports['http']}", f"http://{host}:{admin}"
+
+
 def _ready(url: str, token: str | None = None) -> bool:
-    """The API answers /readyz (or, with a token, accepts it)."""
+    """The API answers /readyz at ``url``, its admin URL (or, with a token, ``url`` is
+    the API's and accepts it)."""
     path, headers = ("/api/v1/media?limit=1", {"Authorization": f"Bearer {token}"}) if token \
         else ("/readyz", {})
     try:
@@ -167,7 +177,7 @@ class ReleaseComponent:
         helm(env["KUBECONFIG"], "upgrade", "--install", RELEASE, str(CHART), "-n", NAMESPACE,
              "-f", str(values), "--wait", "--timeout", f"{READY_TIMEOUT:.0f}s")
         service = kube.get(f"/api/v1/namespaces/{NAMESPACE}/services/{API_SERVICE}")
-        state["url"] = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+        state["url"], state["admin_url"] = _service_urls(service)
         _wait("no operator replica became the leader", lambda: _leader(kube), 120)
         _wait(f"the API at {state['url']} did not become ready",
               lambda: _ready(state["url"], token), 120)
@@ -181,7 +191,8 @@ class ReleaseComponent:
         node, and both stop right after (an uninstall would only wait for the pods)."""
 
     def healthy(self, state: State) -> bool:
-        if "url" not in state or not _ready(state["url"]):
+        # /readyz is on the admin port (a state from before there was one: the API's).
+        if "url" not in state or not _ready(str(state.get("admin_url", state["url"]))):
             return False
         try:
             kube = Kube.from_kubeconfig(state["kubeconfig"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-
 import json
 import shutil
 from pathlib import Path
@@ -249,8 +248,10 @@ def test_api_settings_secrets_and_rbac() -> None:
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "mediaimport-api",
                                     "namespace": "mediaimport-system"}]
     service = only(docs, "Service", "mediaimport-api")
-    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http",
-                                         "protocol": "TCP"}]
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+        {"name": "http-admin", "port": 8001, "targetPort": "http-admin", "protocol": "TCP"}]
+    assert e["MEDIAIMPORT_API_ADMIN_PORT"] == "8001"
     operator_env = env(only(docs, "Deployment", "mediaimport-operator"))
     jobs = json.loads(operator_env["MEDIAIMPORT_JOB_EXTRA_ENV"])
     assert jobs == {"AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": "http://minio.storage.svc:9000"}
@@ -312,14 +313,25 @@ def test_monitors_and_network_policies() -> None:
     pm = monitors[("PodMonitor", "mediaimport-api")]
     assert pm["metadata"]["namespace"] == "monitoring"
     assert pm["spec"]["namespaceSelector"] == {"matchNames": ["mediaimport-system"]}
-    assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "http"
+    # The API's metrics are on its admin port, never on the port the Ingress reaches.
+    assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "http-admin"
+    assert monitors[("ServiceMonitor", "mediaimport-api")]["spec"]["endpoints"][0]["port"] == (
+        "http-admin")
+    assert monitors[("PodMonitor", "mediaimport-operator")]["spec"]["podMetricsEndpoints"][0][
+        "port"] == "http"
+    api_service = only(docs, "Service", "mediaimport-api")
+    assert [port["name"] for port in api_service["spec"]["ports"]] == ["http", "http-admin"]
     policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
     api = policies["mediaimport-api"]["spec"]
     assert api["policyTypes"] == ["Ingress"]
-    (rule,) = api["ingress"]
-    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    # The API's port to its clients (the Ingress controller), the admin port to Prometheus.
+    users, scrapers = api["ingress"]
+    assert users["ports"] == [{"port": "http", "protocol": "TCP"}]
     assert [p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
-            for p in rule["from"]] == ["ingress-nginx", "monitoring"]
+            for p in users["from"]] == ["ingress-nginx"]
+    assert scrapers["ports"] == [{"port": "http-admin", "protocol": "TCP"}]
+    assert [p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            for p in scrapers["from"]] == ["monitoring"]
     rule, channel = policies["mediaimport-operator"]["spec"]["ingress"]
     assert [p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
             for p in rule["from"]] == ["monitoring"]
@@ -375,7 +387,9 @@ def test_helm_test_hook_checks_both_components_through_their_services() -> None:
     urls = {e["name"]: e["value"] for e in container(pod)["env"]}
     assert urls == {
         "OPERATOR_METRICS_URL": "http://$(MEDIAIMPORT_OPERATOR_METRICS_SERVICE_HOST):8080/metrics",
-        "API_READY_URL": "http://$(MEDIAIMPORT_API_SERVICE_HOST):80/readyz",
+        "API_READY_URL": "http://$(MEDIAIMPORT_API_SERVICE_HOST):8001/readyz",
+        # The Service port an Ingress reaches must not answer readiness.
+        "API_PUBLIC_READY_URL": "http://$(MEDIAIMPORT_API_SERVICE_HOST):80/readyz",
     }
 
 

@@ -153,11 +153,19 @@ def test_the_chart_installed_with_helm_runs_imports_end_to_end(
     for pod in operators:
         assert pod["status"]["containerStatuses"][0]["image"].endswith(OPERATOR_IMAGE)
 
-    # The API from this machine, through its Service.
+    # The API from this machine, through its Service: its port (the one an Ingress
+    # reaches) and the admin port of the probes and metrics (issue 24 item 4).
     service = env.kube.get(f"/api/v1/namespaces/{ns}/services/{name_prefix}-api")
-    api = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+    ports = {port["name"]: port["port"] for port in service["spec"]["ports"]}
+    api = f"http://{service['spec']['clusterIP']}:{ports['http']}"
+    admin = f"http://{service['spec']['clusterIP']}:{ports['http-admin']}"
     auth = {"Authorization": f"Bearer {token}"}
-    eventually(lambda: _answers(f"{api}/readyz"), timeout=120, what="API ready")
+    eventually(lambda: _answers(f"{admin}/readyz"), timeout=120, what="API ready")
+    assert "mediaimport_api_requests_total" in requests.get(f"{admin}/metrics", timeout=10).text
+    for path in ("/readyz", "/metrics"):
+        public = requests.get(f"{api}{path}", timeout=10)
+        assert public.status_code == 404, (path, public.text)
+    assert requests.get(f"{api}/healthz", timeout=10).status_code == 200
 
     # 1. An import through the API, followed by SSE to the end.
     clip = env.origin.add(env.media.path("h264.mp4"), "release-api.mp4")
