@@ -59,7 +59,8 @@ async def _build(settings: Settings, tokens: TokenStore) -> Services:
     await tokens.refresh()
     return Services(
         settings=settings, kube=kube, db=db, tokens=tokens, watch=watch,
-        imports=Imports(kube, db, settings.namespace, watch), presigner=presigner,
+        imports=Imports(kube, db, settings.namespace, watch, settings.served),
+        presigner=presigner,
         policy=policy_for(settings.allowed_networks),
         readiness=Readiness(settings.database_url, kube, settings.namespace),
     )
@@ -101,7 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(_maintain(services.db), name="database-maintenance"),
         ]
         log.info("mediaimport API started",
-                 extra={"namespace": settings.namespace, "tokens": len(tokens)})
+                 extra={"namespace": settings.namespace, "served_namespaces": list(settings.served),
+                        "tokens": len(tokens)})
         try:
             yield
         finally:

@@ -112,6 +112,8 @@ class Imports:
     db: Database
     namespace: str
     watch: ImportWatch
+    # The namespaces whose rows the API answers (Settings.served): this one first.
+    served: tuple[str, ...]
 
     # -- import-from-url ---------------------------------------------------------------
     async def create_from_url(self, user: str, source: Source, key: str | None) -> Created:
@@ -248,24 +250,24 @@ class Imports:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         with self.watch.subscribed(name) as subscription:
-            row = await get_asset(self.db, user, asset_id)
+            row = await get_asset(self.db, user, asset_id, self.served)
             while row is not None and row["status"] == "uploading":
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
                 update = await subscription.next(remaining)
                 if update is None:
-                    row = await get_asset(self.db, user, asset_id)
+                    row = await get_asset(self.db, user, asset_id, self.served)
                     break
                 if update.type == DELETED or is_deleting(update.body):
                     # Deletion is final: the answer is the Cancelled failure now, not
                     # when the operator gets round to failing the row (nothing else
                     # would come to end the wait before its bound).
-                    row = await get_asset(self.db, user, asset_id)
+                    row = await get_asset(self.db, user, asset_id, self.served)
                     if row is not None and row["status"] == "uploading":
                         row = cancelled_row(row)
                 elif job_status(update.body)["status"] in TERMINAL_JOB_STATUSES:
-                    row = await get_asset(self.db, user, asset_id)
+                    row = await get_asset(self.db, user, asset_id, self.served)
         return row
 
     async def progress_of(self, row: dict[str, Any]) -> dict[str, Any] | None:
@@ -274,6 +276,9 @@ class Imports:
         asset itself comes from Postgres and is answered all the same)."""
         name = import_name_of(row)
         if row.get("status") != "uploading" or name is None or not _NAME.match(name):
+            return None
+        if row.get("namespace") not in (None, self.namespace):
+            # Another served namespace's import: the API reads MediaImports of its own only.
             return None
         try:
             body = await asyncio.wait_for(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -17,6 +18,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .signatures import SECRET_PREFIX as WEBHOOK_SECRET_PREFIX
 from .signatures import secret_key
+
+# A namespace's name (a DNS label).
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 def _default_namespace() -> str:
@@ -30,6 +34,14 @@ class Settings(BaseSettings):
         default_factory=_default_namespace,
         description="Namespace the MediaImports are created in (default: POD_NAMESPACE, "
         "else 'default').",
+    )
+    served_namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated namespaces whose imports the API's users see (their "
+        "assets in GET /api/v1/media); the API's own namespace is always one of them. An "
+        "import made in any other namespace for a user's id is not that user's media. Unset: "
+        "the API's own namespace only. Assets without a namespace (rows the application "
+        "wrote itself, without an import) are always served.",
     )
     tokens_file: Path | None = Field(
         default=None,
@@ -97,7 +109,12 @@ class Settings(BaseSettings):
             raise ValueError("the admin port must differ from the API's port")
         return self
 
-    @field_validator("allowed_networks", mode="before")
+    @property
+    def served(self) -> tuple[str, ...]:
+        """The namespaces whose assets the API answers: its own first, then the others."""
+        return tuple(dict.fromkeys([self.namespace, *self.served_namespaces]))
+
+    @field_validator("allowed_networks", "served_namespaces", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         if isinstance(value, str):
@@ -108,6 +125,14 @@ class Settings(BaseSettings):
     @classmethod
     def _cidrs(cls, value: list[str]) -> list[str]:
         return [str(ipaddress.ip_network(item, strict=False)) for item in value]
+
+    @field_validator("served_namespaces")
+    @classmethod
+    def _namespaces(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _NAMESPACE.match(name):
+                raise ValueError(f"{name!r} is not a namespace name")
+        return value
 
     @field_validator("webhook_secret")
     @classmethod

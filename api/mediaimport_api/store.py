@@ -1,7 +1,10 @@
 """The API's reads of media_assets, and its Idempotency-Key records, in Postgres.
 
 The table and its rows are the operator package's (``mediaimport_operator.db``
-and ``records``); this module only queries them for one user at a time.
+and ``records``); this module only queries them for one user at a time, and only
+rows of the namespaces the API serves: an import made in another namespace for a
+user's id is not that user's (rows without a namespace, which the application wrote
+itself without an import, are).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import binascii
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,8 +28,10 @@ from psycopg.types.json import Jsonb
 MAX_KEY_LENGTH = 255
 ASSET_COLUMNS = (
     "id, user_id, name, file_size, file_type, s3_key, thumbnail_s3_key, status, checksum,"
-    " file_metadata, created_at, updated_at"
+    " file_metadata, namespace, created_at, updated_at"
 )
+# The rows of the served namespaces (a bound list) and the application's own.
+SERVED = "(namespace IS NULL OR namespace = ANY(%s))"
 # What the 202 of a new import answers from (views.accepted_view): a new row is never
 # ready, so the rest of it (its metadata decoded from JSONB, above all) would go unused.
 ACCEPTED_COLUMNS = "id, name, file_type, status, created_at"
@@ -42,21 +48,23 @@ def parse_uuid(text: str) -> str | None:
         return None
 
 
-async def asset_on(conn: psycopg.AsyncConnection[Any], user: str, asset_id: str
-                   ) -> dict[str, Any] | None:
+async def asset_on(conn: psycopg.AsyncConnection[Any], user: str, asset_id: str,
+                   namespaces: Sequence[str]) -> dict[str, Any] | None:
     cursor = conn.cursor(row_factory=dict_row)
     await cursor.execute(
         f"SELECT {ASSET_COLUMNS} FROM media_assets"  # noqa: S608 - fixed text, values bound
-        " WHERE id = %s AND user_id = %s AND NOT is_deleted",
-        (asset_id, user),
+        f" WHERE id = %s AND user_id = %s AND NOT is_deleted AND {SERVED}",
+        (asset_id, user, list(namespaces)),
     )
     return await cursor.fetchone()
 
 
-async def get_asset(db: Database, user: str, asset_id: str) -> dict[str, Any] | None:
+async def get_asset(db: Database, user: str, asset_id: str, namespaces: Sequence[str]
+                    ) -> dict[str, Any] | None:
+    """The user's asset ``asset_id`` if it is of one of ``namespaces`` (or of none)."""
     await db.ensure_schema()
     async with db.connection() as conn:
-        return await asset_on(conn, user, asset_id)
+        return await asset_on(conn, user, asset_id, namespaces)
 
 
 def encode_cursor(row: dict[str, Any]) -> str:
@@ -73,12 +81,13 @@ def decode_cursor(text: str) -> tuple[datetime, str]:
 
 
 async def list_assets(
-    db: Database, user: str, *, status: str | None, media_type: str | None, limit: int,
-    cursor: str | None,
+    db: Database, user: str, *, namespaces: Sequence[str], status: str | None,
+    media_type: str | None, limit: int, cursor: str | None,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """The user's assets, newest first, and the cursor of the next page (None: no more)."""
-    clauses = ["user_id = %s", "NOT is_deleted"]
-    params: list[Any] = [user]
+    """The user's assets of ``namespaces`` (or of none), newest first, and the cursor of
+    the next page (None: no more)."""
+    clauses = ["user_id = %s", "NOT is_deleted", SERVED]
+    params: list[Any] = [user, list(namespaces)]
     if status is not None:
         clauses.append("status = %s")
         params.append(status)

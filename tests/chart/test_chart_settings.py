@@ -144,6 +144,8 @@ def test_the_api_reads_the_charts_values(monkeypatch: pytest.MonkeyPatch) -> Non
     assert settings.s3_public_endpoint == "https://s3.acme.example"
     assert str(settings.tokens_file) == "/etc/mediaimport/tokens/tokens"
     assert settings.port == 8000
+    assert settings.admin_port == 8001  # /readyz and /metrics, never the Ingress's port
+    assert settings.served == ("mediaimport-system",)
     assert settings.webhook_secret is not None
     assert settings.database_url == "postgresql://user@db/media"
 
@@ -195,3 +197,20 @@ def test_the_apis_namespace_keeps_the_key_layout_and_others_do_not(
     assert settings.served_namespaces == ["media"]
     alone = chart_settings([], ["api.enabled=false", "database.existingSecret="])
     assert alone.served_namespaces is None
+
+
+def test_the_api_and_the_operator_agree_on_the_served_namespaces(
+    chart_settings: ReadSettings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The namespaces whose imports the API answers are the ones the operator keeps in the
+    plain key layout: one list, the API's namespace first."""
+    sets = ["api.namespace=media", "api.servedNamespaces={batch,media}"]
+    assert chart_settings([], sets).served_namespaces == ["media", "batch"]
+    rendered = env(only(render([], sets), "Deployment", "mediaimport-api"))
+    for name in [n for n in os.environ if n.startswith(PREFIX)]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv(f"{API_PREFIX}NAMESPACE", rendered[f"{API_PREFIX}NAMESPACE"])
+    monkeypatch.setenv(f"{API_PREFIX}SERVED_NAMESPACES",
+                       rendered[f"{API_PREFIX}SERVED_NAMESPACES"])
+    assert ApiSettings().served == ("media", "batch")
+    assert "servedNamespaces" in refused(sets=["api.servedNamespaces={Not_A_Namespace}"])

@@ -101,7 +101,7 @@ async def _replay(services: ServicesDep, user: str, record: KeyRecord) -> JSONRe
     if record.response_code != 200 and record.response_body is not None:
         return JSONResponse(record.response_body, status_code=record.response_code or 202,
                             headers=headers)
-    row = await get_asset(services.db, user, record.asset_id)
+    row = await get_asset(services.db, user, record.asset_id, services.settings.served)
     if row is None:
         raise ApiProblem(409, "idempotency_conflict",
                          "The import of this Idempotency-Key no longer exists.")
@@ -117,7 +117,8 @@ async def _replay(services: ServicesDep, user: str, record: KeyRecord) -> JSONRe
 async def get_media(asset_id: str, user: UserDep, services: ServicesDep) -> Any:
     """The asset's row; ``url`` and ``thumbnail_url`` are presigned GETs (1 hour) once ready."""
     parsed = parse_uuid(asset_id)
-    row = await get_asset(services.db, user, parsed) if parsed else None
+    row = (await get_asset(services.db, user, parsed, services.settings.served)
+           if parsed else None)
     if row is None:
         raise ApiProblem(404, "not_found", f"No asset {asset_id!r}.")
     return await _asset(services, row)
@@ -136,7 +137,8 @@ async def list_media(
 ) -> Any:
     try:
         rows, next_cursor = await list_assets(
-            services.db, user, status=status, media_type=type, limit=limit, cursor=cursor
+            services.db, user, namespaces=services.settings.served, status=status,
+            media_type=type, limit=limit, cursor=cursor,
         )
     except CursorError as error:
         raise ApiProblem(422, "validation_failed", f"cursor: {error}") from error

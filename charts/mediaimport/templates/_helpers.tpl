@@ -96,6 +96,13 @@ imagePullSecrets:
 {{- default .Release.Namespace .Values.api.namespace }}
 {{- end }}
 
+{{/* The namespaces whose imports the API's users see, comma-separated: the API's own first,
+then api.servedNamespaces. The API reads the same list as the operator, which keeps the plain
+key layout for these and only these. */}}
+{{- define "mediaimport.api.servedNamespaces" -}}
+{{- prepend .Values.api.servedNamespaces (include "mediaimport.api.namespace" .) | uniq | join "," }}
+{{- end }}
+
 {{/* The leader Lease's name: the RBAC's resourceNames and the operator's setting. */}}
 {{/*
 The channel's Service and its keys' Secret (the chart's, or the user's own).
