@@ -214,3 +214,5 @@ def test_the_api_and_the_operator_agree_on_the_served_namespaces(
                        rendered[f"{API_PREFIX}SERVED_NAMESPACES"])
     assert ApiSettings().served == ("media", "batch")
     assert "servedNamespaces" in refused(sets=["api.servedNamespaces={Not_A_Namespace}"])
+    with pytest.raises(ValueError, match="not a namespace name"):
+        ApiSettings(served_namespaces="media,Not_A_Namespace")
