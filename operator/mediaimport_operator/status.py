@@ -561,7 +561,9 @@ def _finish_failed(
     base: MediaImportStatus, mi: MediaImport, *, now: datetime, reason: str, message: str
 ) -> Decision:
     status = _with_succeeded(
-        base.model_copy(update={"completion_time": now}),
+        # A result the channel checked before the Job gave up is not the import's: a failed
+        # import has none (its objects are discarded).
+        base.model_copy(update={"completion_time": now, "result": None}),
         mi,
         phase=Phase.FAILED,
         condition=ConditionStatus.FALSE,

@@ -246,3 +246,13 @@ def test_a_started_import_whose_job_is_gone_never_goes_back_to_pending() -> None
     cond = _succeeded(after)
     assert (cond.status, cond.reason) == ("Unknown", "JobMissing")
     assert cond.message == "The import's Job is gone; it is being created again."
+
+
+def test_a_failed_import_keeps_no_result_the_channel_put_in_its_status() -> None:
+    first = _derive(None, job_body(active=1)).status.wire()
+    first["result"] = {"bucket": "b", "key": "media/user-1/a/clip.mp4", "size": 3,
+                       "sha256": "0" * 64, "contentType": "video/mp4"}
+    job = job_body(failed=4, condition=("Failed", "BackoffLimitExceeded", "too many"))
+    status = _derive(first, job).status
+    assert status.phase == Phase.FAILED
+    assert status.result is None and "result" not in status.wire()
