@@ -67,7 +67,7 @@ from .jobs import ChannelGrant, job_name
 from .kube import ApiError, Json, Kube, job_path, mediaimport_path, pods_path, service_path
 from .model import MediaImport, Phase
 from .owners import sender_problem
-from .progress import ImportKey, ProgressGate
+from .progress import ImportKey, ProgressGate, WriteBudget
 from .settings import Settings
 from .status import Event
 from .storage import KeyRefused, Scope, Storage, StorageRefused, StorageUnavailable
@@ -202,6 +202,9 @@ class ChannelServer:
         self._lookup_ttl = lookup_ttl
         self._clock, self._wall = clock, wall
         self._gate = ProgressGate()
+        self._budget = WriteBudget(settings.channel_progress_writes)
+        # Whether this process is creating Jobs right now (set by the operator's runtime).
+        self.yield_to: Callable[[], bool] = lambda: False
         self._lookups: dict[tuple[str, str], tuple[float, Json | None]] = {}
         self._writes: set[asyncio.Task[None]] = set()
         self._flushes: dict[ImportKey, asyncio.TimerHandle] = {}
@@ -436,7 +439,11 @@ class ChannelServer:
             self._write_progress(key, status.wire())
 
     def _write_progress(self, key: ImportKey, progress: Json) -> None:
-        if self._progress_in_flight >= self._progress_limit:
+        # Dropped first under pressure: while Jobs are being created here, beyond the
+        # replica's write budget, or with its own small lane full. The pod reports again in a
+        # second; the import's last status write carries its final progress anyway.
+        if (self._progress_in_flight >= self._progress_limit or self.yield_to()
+                or not self._budget.take(self._clock())):
             metrics.PROGRESS_WRITES.labels(metrics.PROGRESS_DROPPED).inc()
             return
         self._progress_in_flight += 1

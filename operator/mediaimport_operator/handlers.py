@@ -82,6 +82,7 @@ def build_runtime(settings: Settings, supervisor: Supervisor) -> Runtime:
                             retries=retries, judge=verifier.refusal)
     if channel is not None:
         reconciler.grant = functools.partial(_grant, channel)
+        channel.yield_to = kube.lanes.creating
     if settings.storage_access == "brokered":
         # Brokered pods cannot delete: what a failed import stored goes with the operator.
         reconciler.discard = functools.partial(_discard, storage, settings)

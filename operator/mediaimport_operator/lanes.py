@@ -55,10 +55,13 @@ class Lanes:
         """The most requests that can be in flight at once (the connection pool's size)."""
         return self.work + self.create + LEASE_LANES
 
+    def creating(self) -> bool:
+        """Job creations are waiting, in flight, or just ended (a burst is under way)."""
+        return bool(self._creations) or self._clock() < self._last_creation + self.quiet_s
+
     def work_allowed(self) -> int:
         """How many ordinary requests may be in flight now."""
-        pending = self._creations or self._clock() < self._last_creation + self.quiet_s
-        return self.trickle if pending else self.work
+        return self.trickle if self.creating() else self.work
 
     @contextlib.asynccontextmanager
     async def slot(self, lane: Lane) -> AsyncIterator[None]:

@@ -123,3 +123,21 @@ class ProgressGate:
         self._pruned_at = now
         for key in [k for k, t in self._tracks.items() if now - t.seen_at > self.idle]:
             del self._tracks[key]
+
+
+class WriteBudget:
+    """A token bucket: at most ``rate`` writes a second on average, ``rate`` at once."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._tokens = rate
+        self._at: float | None = None
+
+    def take(self, now: float) -> bool:
+        if self._at is not None:
+            self._tokens = min(self.rate, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True

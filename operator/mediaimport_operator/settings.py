@@ -234,6 +234,17 @@ class Settings(BaseSettings):
             "period (a Job created late in its import's life still finishes)."
         ),
     )
+    channel_progress_writes: float = Field(
+        default=10.0,
+        gt=0,
+        le=1000,
+        description=(
+            "Most status.progress writes per second a replica makes, whatever the number of "
+            "imports reporting (each is written at most every 2 s): beyond it reports are "
+            "dropped, as they are while this replica creates Jobs — progress never slows "
+            "Job creation or status writes."
+        ),
+    )
     s3_region: str | None = Field(
         default=None,
         description="Region of the operator's own S3 client (when s3_secret_name is empty).",

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from mediaimport_job.channel_protocol import STATUS_INTERVAL_S, ProgressReport
-from mediaimport_operator.progress import ProgressGate, report_time, summary
+from mediaimport_operator.progress import ProgressGate, WriteBudget, report_time, summary
 
 KEY = ("media", "sunset", "uid-1")
 OTHER = ("media", "sunrise", "uid-2")
@@ -94,3 +94,14 @@ def test_idle_imports_are_forgotten() -> None:
     assert len(gate) == 1
     gate.forget(OTHER)
     assert len(gate) == 0
+
+
+def test_the_write_budget_bounds_writes_per_second_whatever_the_number_of_imports() -> None:
+    budget = WriteBudget(10.0)
+    taken = sum(budget.take(0.0) for _ in range(200))  # 200 imports due at once
+    assert taken == 10
+    assert not budget.take(0.05)  # half a token later
+    assert budget.take(0.1)
+    # Over a minute of steady reports from many imports: the rate, not more.
+    writes = sum(budget.take(1.0 + step / 100) for step in range(6000))
+    assert 595 <= writes <= 611
