@@ -380,6 +380,36 @@ def test_an_import_from_a_namespace_no_api_serves_writes_nothing_among_its_users
     assert row["s3_key"].startswith(prefix)
 
 
+def test_a_job_deleted_under_a_quota_that_refuses_it_comes_back_once_the_quota_goes(
+    env: Env,
+) -> None:
+    env.start_operator(MEDIAIMPORT_RETRY_MAX_INTERVAL="4")
+    sample = env.media.path("h264.mp4")
+    clip = env.origin.add(sample, "quota.mp4")
+    rate = max(1000, sample.stat().st_size // 20)  # some 20 s: the Job is deleted mid-import
+    name = new_name("quota")
+    env.create(name, url=env.url(f"/paced/{clip}?rate={rate}"))
+    (job,) = eventually(lambda: env.jobs(**{"mediaimport.dev/import-name": name}) or None,
+                        timeout=60, what="the Job")
+    quota = f"/api/v1/namespaces/{env.namespace}/resourcequotas"
+    env.kube.create(quota, {"metadata": {"name": "no-more-jobs"},
+                            "spec": {"hard": {"count/jobs.batch": "0"}}})
+    eventually(lambda: (env.kube.get(f"{quota}/no-more-jobs").get("status") or {}).get("used"),
+               timeout=60, what="the quota counted")
+    # As `kubectl delete job` does it: its pod goes with it.
+    env.kube.delete(f"/apis/batch/v1/namespaces/{env.namespace}/jobs/{job['metadata']['name']}",
+                    {"propagationPolicy": "Background"})
+    env.reasons(name, "JobCreateFailed", timeout=60)
+    held = env.get(name)
+    assert held is not None and held["status"]["phase"] == "Importing"  # never back to Pending
+    assert _condition(held)["reason"] in ("JobMissing", "JobCreated")
+    assert not env.jobs(**{"mediaimport.dev/import-name": name})
+    env.kube.delete(f"{quota}/no-more-jobs")
+    body = env.wait_phase(name, "Ready", "Failed", timeout=180)
+    assert body["status"]["phase"] == "Ready", body["status"]
+    assert len(env.jobs(**{"mediaimport.dev/import-name": name})) == 1
+
+
 def test_deleting_an_import_in_flight_cancels_it(env: Env) -> None:
     env.start_operator(MEDIAIMPORT_JOB_EXTRA_ENV='{"MEDIAIMPORT_RETRIES": "0"}')
     clip = env.origin.add(env.media.path("h264.mp4"), "stall.mp4")
