@@ -94,6 +94,10 @@ def the_release_runs_the_operator_and_the_api(home: Path, env: dict[str, str]) -
     mine = requests.get(f"{api}/api/v1/media", timeout=10,
                         headers={"Authorization": f"Bearer {env['MEDIAIMPORT_API_TOKEN']}"})
     assert mine.status_code == 200, mine.text
+    # The API's Service port (an Ingress's) does not serve readiness or metrics: the admin
+    # port does (`up` again and `status` find the stack healthy through it).
+    for path in ("/readyz", "/metrics"):
+        assert requests.get(f"{api}{path}", timeout=10).status_code == 404, path
     made = run(home, "token", "alice@example.com")
     assert made.returncode == 0, made.stderr
     alice = requests.post(f"{api}/api/v1/media/import-from-url", timeout=10,
