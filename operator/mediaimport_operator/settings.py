@@ -95,7 +95,8 @@ class Settings(BaseSettings):
     served_namespaces: Annotated[list[str] | None, NoDecode] = Field(
         default=None,
         description=(
-            "Namespaces an API serves to its users (the chart: the API's namespace). Their "
+            "Namespaces an API serves to its users (the chart: the API's namespace and "
+            "api.servedNamespaces, the list the API shows). Their "
             "imports keep the key layout key_prefix_template gives; every other namespace's "
             "imports are stored under namespaces/{namespace}/ in front of it, so an import "
             "made in another team's namespace for an API user's id never writes where that "
