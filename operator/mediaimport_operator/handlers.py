@@ -27,7 +27,7 @@ from .model import MediaImport
 from .reconcile import Reconciler, RetryLater
 from .retries import RetryQueue, Work
 from .settings import Settings
-from .storage import Scope, Storage
+from .storage import Scope, SecretPresence, Storage
 from .supervisor import Supervisor, repeat
 from .verify import ResultVerifier
 
@@ -86,6 +86,8 @@ def build_runtime(settings: Settings, supervisor: Supervisor) -> Runtime:
     if settings.storage_access == "brokered":
         # Brokered pods cannot delete: what a failed import stored goes with the operator.
         reconciler.discard = functools.partial(_discard, storage, settings)
+        if settings.s3_secret_name:
+            reconciler.has_secret = SecretPresence(kube, settings.s3_secret_name).exists
     imports = Imports(settings=settings, kube=kube, db=db, rec=reconciler, poster=poster,
                       expected=EXPECTED)
     return Runtime(settings=settings, kube=kube, db=db, reconciler=reconciler,

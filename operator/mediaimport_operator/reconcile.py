@@ -9,6 +9,7 @@ writer makes us re-read and derive again instead of overwriting newer state.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -57,6 +58,7 @@ from .status import (
     needs_recording,
     pod_problem,
     result_status,
+    secret_missing,
     succeeded_with_result,
     with_recorded,
 )
@@ -99,6 +101,8 @@ class Reconciler:
     judge: JudgeResult | None = None
     grant: GrantChannel | None = None
     discard: DiscardObjects | None = None
+    # Whether the S3 Secret brokered uploads are signed with exists in a namespace.
+    has_secret: Callable[[str], Awaitable[bool]] | None = None
     _locks: KeyedLocks = field(default_factory=KeyedLocks)
     _job_digests: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     # The latest bodies of live (not yet finished) MediaImports seen through kopf's watch,
@@ -108,6 +112,7 @@ class Reconciler:
     # not the number of MediaImports in the cluster.
     _seen: dict[str, Json] = field(default_factory=dict)
     _in_flight: set[str] = field(default_factory=set)
+    _background: set[asyncio.Future[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         metrics.IMPORT_LOCKS.set_function(lambda: len(self._locks))
@@ -270,6 +275,11 @@ class Reconciler:
             self.retries.discard(work, namespace, name, uid=mi.ref.uid)
         if mi.status.phase is None or not mi.status.phase.terminal:
             await self.cancelled(asset_id=mi.asset_id, import_uid=mi.ref.uid)
+            if mi.status.job_name and self.discard is not None:
+                # A brokered pod cannot delete what it stored: now, and once its grace
+                # period is over (a part in flight may land after the first round).
+                await self._discard(mi)
+                self._discard_later(mi, self.settings.job_termination_grace_period_seconds + 5)
             return
         if self.db is None or not needs_recording(mi.status):
             return
@@ -515,6 +525,10 @@ class Reconciler:
                 body = job = None
                 cached_body = False
                 continue
+            if (waiting is None and view is not None and not view.finished
+                    and self.has_secret is not None and not await self.has_secret(namespace)):
+                waiting = secret_missing(self.settings.s3_secret_name, namespace,
+                                         "the operator cannot sign the import pod's uploads")
             decision = derive(mi, view, outcomes, now=self.clock(), waiting=waiting,
                               verdict=cast("Verdict | None", verdict))
             status = await self._record(mi, decision.status, written, db_error)
@@ -632,6 +646,14 @@ class Reconciler:
                 raise
             # Changed meanwhile: the next sync (queued while the row is behind) sees it again.
             self.retries.add(Work.SYNC, mi.ref.namespace, mi.ref.name, mi.ref.uid)
+
+    def _discard_later(self, mi: MediaImport, delay: float) -> None:
+        def fire() -> None:
+            task = asyncio.ensure_future(self._discard(mi))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+        asyncio.get_running_loop().call_later(delay, fire)
 
     async def _discard(self, mi: MediaImport) -> None:
         """Delete what the failed import's pods stored (in brokered mode they cannot):

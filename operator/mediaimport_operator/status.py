@@ -260,6 +260,17 @@ class PodProblem:
     message: str
 
 
+def secret_missing(s3_secret_name: str, namespace: str, consequence: str) -> PodProblem:
+    """The S3 Secret the import needs is not in its namespace (the pod cannot start with
+    it, or, brokered, the operator cannot sign the pod's uploads with it)."""
+    return PodProblem(
+        REASON_S3_SECRET_MISSING,
+        f'The S3 Secret "{s3_secret_name}" does not exist in namespace {namespace}: '
+        f"{consequence} until it does (keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+        "AWS_REGION, optionally AWS_ENDPOINT_URL_S3)",
+    )
+
+
 def pod_problem(pod: dict[str, Any], s3_secret_name: str) -> PodProblem | None:
     """What keeps ``pod`` from starting (a missing Secret, an image that cannot be pulled,
     no node that fits), or None. Without this the import would wait for its deadline."""
@@ -272,13 +283,7 @@ def pod_problem(pod: dict[str, Any], s3_secret_name: str) -> PodProblem | None:
         reason, message = waiting.get("reason"), str(waiting.get("message") or "")
         if reason == "CreateContainerConfigError":
             if s3_secret_name and f'secret "{s3_secret_name}" not found' in message:
-                return PodProblem(
-                    REASON_S3_SECRET_MISSING,
-                    f'The S3 Secret "{s3_secret_name}" does not exist in namespace '
-                    f"{namespace}: the import pod cannot start until it does (keys "
-                    "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, optionally "
-                    "AWS_ENDPOINT_URL_S3)",
-                )
+                return secret_missing(s3_secret_name, namespace, "the import pod cannot start")
             return PodProblem(
                 REASON_POD_CONFIG_ERROR, f"The import pod cannot start: {message or reason}"
             )

@@ -308,6 +308,28 @@ class NamespaceSecrets:
         return client
 
 
+class SecretPresence:
+    """Whether a namespace has the S3 Secret, read at most every ``ttl`` seconds: the
+    reconciler asks on every sync of a running brokered import."""
+
+    def __init__(self, kube: Kube, name: str, *, ttl: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._kube, self._name, self._ttl, self._clock = kube, name, ttl, clock
+        self._seen: dict[str, tuple[float, bool]] = {}
+
+    async def exists(self, namespace: str) -> bool:
+        now = self._clock()
+        cached = self._seen.get(namespace)
+        if cached is not None and now - cached[0] < self._ttl:
+            return cached[1]
+        try:
+            found = await self._kube.get(secret_path(namespace, self._name)) is not None
+        except (ApiError, OSError, TimeoutError):
+            return True  # unknown: say nothing rather than something wrong
+        self._seen[namespace] = (now, found)
+        return found
+
+
 # -- the operations -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class ObjectHead:
