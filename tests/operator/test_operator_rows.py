@@ -51,25 +51,41 @@ def test_a_row_postgres_refuses_still_gets_its_status(env: Env) -> None:
     env.reasons(name, "Imported")
 
 
-def test_rows_behind_put_no_finalizer_on_their_imports(env: Env) -> None:
+def test_a_row_behind_holds_its_import_until_it_is_written(env: Env) -> None:
     operator = env.start_operator(MEDIAIMPORT_DATABASE_TIMEOUT="1")
     eventually(lambda: "became the leader" in operator.log(), timeout=30, what="a leader")
     clip = env.origin.add(env.media.path("image.png"), "behind.png")
     name = new_name("behind")
     stop_postgres_fast(env.postgres)
     try:
-        env.create(name, url=env.url(f"/files/{clip}"))
+        uid = env.create(name, url=env.url(f"/files/{clip}"))["metadata"]["uid"]
         body = env.wait_phase(name, "Ready", "Failed")
         assert body["status"]["phase"] == "Ready"
         assert _condition(body, "Recorded")["reason"] == "DatabaseUnavailable"
-        time.sleep(3)  # a few rounds of retries (record_retry_interval is 1 s)
-        assert "finalizers" not in env.get(name)["metadata"]
-        # With the operator gone, the import can still be deleted.
-        operator.kill()
+        # What the row needs lives on the object until the row is written: a deletion waits.
+        eventually(lambda: env.get(name)["metadata"].get("finalizers") ==
+                   ["mediaimport.dev/record"], timeout=15, what="the record finalizer")
         env.kube.delete(env.mi_path(name))
-        eventually(lambda: env.get(name) is None, timeout=15, what="the import to go")
+        time.sleep(3)
+        held = env.get(name)
+        assert held is not None and held["metadata"].get("deletionTimestamp")
     finally:
         env.postgres.start()
+    row = eventually(lambda: (r := env.row(uid)) and r["status"] == "ready" and r, timeout=60,
+                     what="the row written from the deleted import")
+    assert row["s3_key"] == body["status"]["result"]["key"]
+    eventually(lambda: env.get(name) is None, timeout=30, what="the import to go")
+
+
+def test_a_recorded_import_holds_no_finalizer(env: Env) -> None:
+    env.start_operator()
+    clip = env.origin.add(env.media.path("image.png"), "recorded.png")
+    name = new_name("recorded")
+    env.create(name, url=env.url(f"/files/{clip}"))
+    body = env.wait_phase(name, "Ready", "Failed")
+    assert body["status"]["phase"] == "Ready"
+    eventually(lambda: _condition(env.get(name), "Recorded")["status"] == "True", timeout=20)
+    assert "finalizers" not in env.get(name)["metadata"]
 
 
 def test_an_import_deleted_while_its_row_is_behind_is_recorded(env: Env) -> None:
@@ -90,9 +106,11 @@ def test_an_import_deleted_while_its_row_is_behind_is_recorded(env: Env) -> None
         assert body["status"]["phase"] == "Ready"
         assert _condition(body, "Recorded")["reason"] == "DatabaseUnavailable"
         env.kube.delete(env.mi_path(name))
-        eventually(lambda: env.get(name) is None, timeout=15, what="the import to go")
+        time.sleep(2)
+        assert env.get(name) is not None  # held for its row
     finally:
         env.postgres.start()
+    eventually(lambda: env.get(name) is None, timeout=60, what="the import to go")
     row = eventually(lambda: (r := env.row(uid)) and r["status"] != "uploading" and r,
                      timeout=60, what="the row to be written")
     assert row["status"] == "ready", row["file_metadata"]
