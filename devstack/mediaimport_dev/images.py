@@ -210,6 +210,11 @@ def ensure_images(
     with _locked(directory):
         found = _cached(directory, keys)
         builder = _Builder(directory, log)
+        if len(found) < len(keys):
+            # A build cut short (Ctrl-C, a killed process) leaves its working containers in
+            # the private store, and they keep the next build's clean-up from removing
+            # images: nothing else uses this store, and the lock is ours.
+            builder.buildah.run("rm", "--all")
         for name, key in keys.items():
             if name not in found:
                 found[name] = builder.build(name, key)
