@@ -135,6 +135,8 @@ def test_the_chart_installed_with_helm_runs_imports_end_to_end(
         # A 2-core machine shared by many: requests that always fit.
         "operator.resources.requests.cpu=10m", "api.resources.requests.cpu=10m",
         "job.resources.requests.cpu=50m",
+        # A quantity as a number (--set makes 2 an integer): the operator reads it as "2".
+        "job.resources.limits.cpu=2",
     ]
     args = [arg for item in sets for arg in ("--set", item)]
     installed = _helm(env, "install", release, str(CHART), "--wait", "--timeout", "300s", *args)
