@@ -259,6 +259,8 @@ def test_the_chart_installed_with_helm_runs_imports_end_to_end(
     upgraded = env.wait_phase("after-upgrade", "Ready", "Failed", timeout=180)
     job = env.kube.get(f"/apis/batch/v1/namespaces/{ns}/jobs/{upgraded['status']['jobName']}")
     assert job["spec"]["backoffLimit"] == 5
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["cpu"] == "2"
     through = env.wait_phase("through-upgrade", "Ready", "Failed", timeout=240)
     assert through["status"]["phase"] == "Ready", through["status"]
     assert through["status"]["attempts"] == 1
