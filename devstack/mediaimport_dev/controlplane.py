@@ -57,6 +57,9 @@ CONTROLLERS = [
     "endpointslice-mirroring-controller",
     "deployment-controller",
     "replicaset-controller",
+    # ResourceQuotas count what namespaces hold (count/jobs.batch and the like), as on any
+    # cluster: an import must get on when a quota refuses its Job for a while.
+    "resourcequota-controller",
 ]
 
 

@@ -295,7 +295,8 @@ def test_operator_killed_mid_import_converges_with_one_job(env: Env) -> None:
     env.start_operator()
     for name in names:
         body = env.wait_phase(name, "Ready", "Failed", timeout=120)
-        assert body["status"]["phase"] == "Ready", body["status"]
+        assert body["status"]["phase"] == "Ready", json.dumps(
+            [body["status"]["conditions"], [op.log()[-3000:] for op in env.operators]])
         jobs = env.jobs(**{"mediaimport.dev/import-name": name})
         assert len(jobs) == 1
         assert eventually(lambda b=body: (r := env.row(b["status"]["assetId"])) and
