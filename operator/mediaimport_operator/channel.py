@@ -102,6 +102,9 @@ class _Refused(Exception):  # noqa: N818 - an answer, not a failure
         self.status, self.reason, self.message = status, reason, message
 
 
+_RESULT_WRITE_TRIES = 5
+
+
 def status_patch(uid: str, field: str, value: Json) -> list[Json]:
     """A JSON patch of ``status.<field>`` that applies only while the import (this very
     object, by uid) is Importing: a late write can never touch a finished import."""
@@ -559,19 +562,34 @@ class ChannelServer:
             raise _Refused(422, REASON_INVALID_RESULT, refused.message) from None
         except StorageUnavailable as unavailable:
             raise _Refused(503, "StorageUnavailable", str(unavailable)) from None
-        try:
-            await self.kube.request(
-                "PATCH", mediaimport_path(mi.ref.namespace, mi.ref.name) + "/status",
-                body=status_patch(mi.ref.uid, "result", checked.wire()), content_type=JSON_PATCH)
-        except ApiError as error:
-            if precondition_failed(error) or error.not_found:
-                raise _Refused(409, "Finished", "The import is no longer importing.") from None
-            raise _Refused(503, "Unavailable", f"The result was not written: {error}.") from None
-        except (OSError, TimeoutError, aiohttp.ClientError) as error:
-            raise _Refused(503, "Unavailable",
-                           f"The result was not written: {type(error).__name__}.") from None
+        await self._write_result(request, mi, checked.wire())
         log.info("result accepted", extra={**where, "key": checked.key, "size": checked.size})
         return web.json_response({"status": "accepted"})
+
+    async def _write_result(self, request: web.Request, mi: MediaImport, result: Json) -> None:
+        """``status.result``, on the very version that was read unfinished (its
+        resourceVersion and uid are the patch's preconditions; the import may still be
+        Pending if its operator stopped before writing Importing). Changed meanwhile: read
+        again (a finished import answers 409 there) and try again."""
+        for _ in range(_RESULT_WRITE_TRIES):
+            patch = {"metadata": {"resourceVersion": mi.resource_version, "uid": mi.ref.uid},
+                     "status": {"result": result}}
+            try:
+                await self.kube.merge_patch(
+                    mediaimport_path(mi.ref.namespace, mi.ref.name) + "/status", patch)
+            except ApiError as error:
+                if error.not_found:
+                    raise _Refused(404, "NotFound", "The import is gone.") from None
+                if not error.conflict:
+                    raise _Refused(503, "Unavailable",
+                                   f"The result was not written: {error}.") from None
+                mi = await self._authorized(request, fresh=True)
+                continue
+            except (OSError, TimeoutError, aiohttp.ClientError) as error:
+                raise _Refused(503, "Unavailable",
+                               f"The result was not written: {type(error).__name__}.") from None
+            return
+        raise _Refused(503, "Unavailable", "The import kept changing; try again.")
 
     async def _check_sender(self, mi: MediaImport, submission: ResultSubmission) -> None:
         namespace = mi.ref.namespace
