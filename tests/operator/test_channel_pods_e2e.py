@@ -29,10 +29,15 @@ def _slow_url(env: Env, name: str) -> tuple[str, bytes]:
     return env.url(f"/paced/{stored}?rate={rate}"), data
 
 
-def _job_env(env: Env, name: str) -> dict[str, Any]:
+def _job(env: Env, name: str) -> dict[str, Any]:
+    """The import's one Job, once it exists."""
     (job,) = eventually(lambda: env.jobs(**{"mediaimport.dev/import-name": name}) or None,
                         timeout=30, what=f"the Job of {name}")
-    (container,) = job["spec"]["template"]["spec"]["containers"]
+    return dict(job)
+
+
+def _job_env(env: Env, name: str) -> dict[str, Any]:
+    (container,) = _job(env, name)["spec"]["template"]["spec"]["containers"]
     return {item["name"]: item.get("value", item.get("valueFrom")) for item in container["env"]}
 
 
@@ -183,8 +188,7 @@ def test_a_pod_with_the_jobs_labels_but_not_owned_by_it_is_not_believed(env: Env
     url, _ = _slow_url(env, "mallory.mp4")
     name = new_name("mallory")
     uid = env.create(name, url=url, userId="mallory")["metadata"]["uid"]
-    (job,) = eventually(lambda: env.jobs(**{"mediaimport.dev/import-name": name}) or None,
-                        timeout=30, what="mallory's Job")
+    job = _job(env, name)
     # Owned by something else (a ConfigMap), so the Job controller does not adopt it.
     holder = env.kube.create(f"/api/v1/namespaces/{env.namespace}/configmaps",
                              {"metadata": {"name": f"holder-{uuid.uuid4().hex[:6]}"}})
@@ -207,8 +211,7 @@ def test_a_pod_of_the_job_claiming_another_prefix_or_bucket_is_not_believed(
     url, _ = _slow_url(env, "mallory.mp4")
     name = new_name("mallory")
     uid = env.create(name, url=url, userId="mallory")["metadata"]["uid"]
-    (job,) = eventually(lambda: env.jobs(**{"mediaimport.dev/import-name": name}) or None,
-                        timeout=30, what="mallory's Job")
+    job = _job(env, name)
     if target == "another bucket":
         other = f"other-{uuid.uuid4().hex[:8]}"
         env.s3.create_bucket(other)
